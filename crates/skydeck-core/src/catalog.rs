@@ -1,0 +1,280 @@
+//! The metric catalog: the one list of every metric skydeck emits.
+//!
+//! Each entry carries both names (the Datadog name from the seed design, which existing
+//! dashboards and monitors query, and a Prometheus name in base units), the kind, the unit, a
+//! one-line help text and the tag keys the metric may carry. Sinks take HELP/TYPE/units from
+//! here and dashboards are generated from here, so no other place restates these facts.
+
+use crate::sample::MetricKind;
+
+/// A metric's unit. Values are stored in the Datadog unit; `prometheus_scale` converts to the
+/// Prometheus base unit (seconds, dollars, ratios 0–1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Managed jobs.
+    Job,
+    /// SkyPilot clusters.
+    Cluster,
+    /// Nodes of clusters.
+    Node,
+    /// Cloud instances (VMs or pods).
+    Instance,
+    /// GPUs.
+    Gpu,
+    /// A percentage 0–100.
+    Percent,
+    /// Minutes.
+    Minute,
+    /// Hours.
+    Hour,
+    /// Seconds.
+    Second,
+    /// US dollars.
+    Dollar,
+    /// US dollars per hour.
+    DollarPerHour,
+    /// A 0/1 flag.
+    Boolean,
+    /// Samples (data points).
+    Sample,
+}
+
+impl Unit {
+    /// The unit's name in Datadog's unit vocabulary (docs.datadoghq.com/metrics/units).
+    pub fn datadog_name(self) -> &'static str {
+        match self {
+            Unit::Job => "job",
+            // Datadog has no "cluster" unit; "resource" is its general-purpose equivalent.
+            Unit::Cluster => "resource",
+            Unit::Node => "node",
+            Unit::Instance => "instance",
+            Unit::Gpu => "device",
+            Unit::Percent => "percent",
+            Unit::Minute => "minute",
+            Unit::Hour => "hour",
+            Unit::Second => "second",
+            Unit::Dollar | Unit::DollarPerHour => "dollar",
+            Unit::Boolean => "unit",
+            Unit::Sample => "sample",
+        }
+    }
+
+    /// Datadog's per-unit ("dollar per hour"), when the unit is a rate.
+    pub fn datadog_per_unit(self) -> Option<&'static str> {
+        match self {
+            Unit::DollarPerHour => Some("hour"),
+            _ => None,
+        }
+    }
+
+    /// Factor from the stored value to the Prometheus base unit.
+    pub fn prometheus_scale(self) -> f64 {
+        match self {
+            Unit::Percent => 0.01,
+            Unit::Minute => 60.0,
+            Unit::Hour => 3600.0,
+            _ => 1.0,
+        }
+    }
+}
+
+/// One metric of the catalog.
+#[derive(Debug)]
+pub struct MetricDef {
+    /// Dotted Datadog name, e.g. `skypilot.jobs.running`.
+    pub name: &'static str,
+    /// Prometheus name in base units, e.g. `skypilot_jobs_avg_duration_seconds`.
+    pub prometheus: &'static str,
+    /// Gauge or counter.
+    pub kind: MetricKind,
+    /// Unit of the stored value.
+    pub unit: Unit,
+    /// One-line help text.
+    pub help: &'static str,
+    /// Tag keys the metric always carries (breakdown tags may be added on top).
+    pub tags: &'static [&'static str],
+}
+
+macro_rules! catalog {
+    ($($id:ident = $name:literal, $prom:literal, $unit:ident, $tags:expr, $help:literal;)*) => {
+        $(
+            #[doc = $help]
+            pub static $id: MetricDef = MetricDef {
+                name: $name,
+                prometheus: $prom,
+                kind: MetricKind::Gauge,
+                unit: Unit::$unit,
+                help: $help,
+                tags: $tags,
+            };
+        )*
+        /// Every metric of the catalog, in display order.
+        pub static ALL: &[&MetricDef] = &[$(&$id),*];
+    };
+}
+
+const NONE: &[&str] = &[];
+const STATUS: &[&str] = &["status"];
+const COLLECTOR: &[&str] = &["collector"];
+
+catalog! {
+    JOBS_RUNNING = "skypilot.jobs.running", "skypilot_jobs_running", Job, NONE,
+        "Managed jobs whose status is RUNNING.";
+    JOBS_QUEUED = "skypilot.jobs.queued", "skypilot_jobs_queued", Job, NONE,
+        "Managed jobs waiting to start (PENDING, SUBMITTED or STARTING).";
+    JOBS_RECOVERING = "skypilot.jobs.recovering", "skypilot_jobs_recovering", Job, NONE,
+        "Managed jobs being recovered after a preemption or failure (RECOVERING).";
+    JOBS_COUNT = "skypilot.jobs.count", "skypilot_jobs", Job, STATUS,
+        "Managed jobs per status.";
+    JOBS_COMPLETED_7D = "skypilot.jobs.completed_7d", "skypilot_jobs_completed_7d", Job, NONE,
+        "Managed jobs that reached a terminal status in the last 7 days.";
+    JOBS_SUCCEEDED_7D = "skypilot.jobs.succeeded_7d", "skypilot_jobs_succeeded_7d", Job, NONE,
+        "Managed jobs that succeeded in the last 7 days.";
+    JOBS_FAILED_7D = "skypilot.jobs.failed_7d", "skypilot_jobs_failed_7d", Job, NONE,
+        "Managed jobs that failed (any FAILED status) in the last 7 days.";
+    JOBS_CANCELLED_7D = "skypilot.jobs.cancelled_7d", "skypilot_jobs_cancelled_7d", Job, NONE,
+        "Managed jobs cancelled in the last 7 days.";
+    JOBS_SUCCESS_RATE_7D = "skypilot.jobs.success_rate_7d", "skypilot_jobs_success_ratio_7d",
+        Percent, NONE,
+        "Share of the last 7 days' succeeded and failed jobs that succeeded.";
+    JOBS_AVG_DURATION = "skypilot.jobs.avg_duration_minutes", "skypilot_jobs_avg_duration_seconds",
+        Minute, NONE,
+        "Mean running time of the jobs completed in the last 7 days that started.";
+    JOBS_AVG_QUEUE_TIME = "skypilot.jobs.avg_queue_time_minutes",
+        "skypilot_jobs_avg_queue_time_seconds", Minute, NONE,
+        "Mean time from submission to start of the jobs that started in the last 7 days.";
+    JOBS_LONGEST_RUNNING = "skypilot.jobs.longest_running_hours",
+        "skypilot_jobs_longest_running_seconds", Hour, NONE,
+        "Running time of the longest-running RUNNING job (0 when none runs).";
+    CLUSTERS_ACTIVE = "skypilot.clusters.active", "skypilot_clusters_active", Cluster, NONE,
+        "Clusters (all users) whose status is UP.";
+    CLUSTERS_COUNT = "skypilot.clusters.count", "skypilot_clusters", Cluster, STATUS,
+        "Clusters (all users) per status.";
+    CLUSTERS_TOTAL_NODES = "skypilot.clusters.total_nodes", "skypilot_clusters_nodes", Node, NONE,
+        "Nodes of every cluster SkyPilot lists, whatever its status.";
+    CLUSTERS_IDLE = "skypilot.clusters.idle", "skypilot_clusters_idle", Cluster, NONE,
+        "UP clusters whose job queue has no PENDING, SETTING_UP or RUNNING job.";
+    CLUSTERS_QUEUE_UNREACHABLE = "skypilot.clusters.queue_unreachable",
+        "skypilot_clusters_queue_unreachable", Cluster, NONE,
+        "UP clusters whose job queue could not be read, so idleness is unknown.";
+    INSTANCES_RUNNING = "skypilot.instances.running", "skypilot_instances_running", Instance, NONE,
+        "Nodes of UP/AUTOSTOPPING clusters plus nodes of RUNNING managed jobs.";
+    INSTANCES_SPOT = "skypilot.instances.spot", "skypilot_instances_spot", Instance, NONE,
+        "Running instances that are spot instances.";
+    INSTANCES_ON_DEMAND = "skypilot.instances.on_demand", "skypilot_instances_on_demand",
+        Instance, NONE,
+        "Running instances that are on-demand instances.";
+    INSTANCES_PREEMPTED_7D = "skypilot.instances.preempted_7d", "skypilot_instances_preempted_7d",
+        Instance, NONE,
+        "Recoveries (preemptions or failures) of the jobs submitted in the last 7 days.";
+    GPUS_RUNNING = "skypilot.gpus.running", "skypilot_gpus_running", Gpu, NONE,
+        "Accelerators on the running instances.";
+    COST_24H = "skypilot.compute.cost_24h", "skypilot_compute_cost_24h_dollars", Dollar, NONE,
+        "Compute cost accrued in the last 24 hours.";
+    COST_7D = "skypilot.compute.cost_7d", "skypilot_compute_cost_7d_dollars", Dollar, NONE,
+        "Compute cost accrued in the last 7 days.";
+    BURN_RATE = "skypilot.compute.burn_rate_hourly",
+        "skypilot_compute_burn_rate_dollars_per_hour", DollarPerHour, NONE,
+        "Current spend per hour of the clusters that are running now.";
+    ESTIMATED_MONTHLY = "skypilot.compute.estimated_monthly_cost",
+        "skypilot_compute_estimated_monthly_cost_dollars", Dollar, NONE,
+        "30-day cost projected from the last 7 days.";
+    COST_PER_JOB = "skypilot.compute.cost_per_job_avg", "skypilot_compute_cost_per_job_avg_dollars",
+        Dollar, NONE,
+        "Mean cluster cost of the managed jobs completed in the last 7 days.";
+    TRAINING_ACTIVE = "skypilot.training.runs_active", "skypilot_training_runs_active", Job, NONE,
+        "Training runs (jobs whose name matches the training pattern) that are RUNNING.";
+    TRAINING_COMPLETED_7D = "skypilot.training.runs_completed_7d",
+        "skypilot_training_runs_completed_7d", Job, NONE,
+        "Training runs that reached a terminal status in the last 7 days.";
+    TRAINING_AVG_COST = "skypilot.training.avg_cost_per_run",
+        "skypilot_training_avg_cost_per_run_dollars", Dollar, NONE,
+        "Mean cluster cost of the training runs completed in the last 7 days.";
+    COLLECTOR_UP = "skydeck.collector.up", "skydeck_collector_up", Boolean, COLLECTOR,
+        "1 when the collector's last run succeeded, 0 when it failed or timed out.";
+    COLLECTOR_DURATION = "skydeck.collector.duration_seconds", "skydeck_collector_duration_seconds",
+        Second, COLLECTOR,
+        "Wall time of the collector's last run.";
+    COLLECTOR_SAMPLES = "skydeck.collector.samples", "skydeck_collector_samples", Sample, COLLECTOR,
+        "Samples the collector produced in its last run.";
+}
+
+/// The catalog entry with this Datadog name.
+pub fn find(name: &str) -> Option<&'static MetricDef> {
+    ALL.iter().copied().find(|d| d.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_unique_and_well_formed() {
+        let mut dd = HashSet::new();
+        let mut prom = HashSet::new();
+        for d in ALL {
+            assert!(dd.insert(d.name), "duplicate Datadog name {}", d.name);
+            assert!(
+                prom.insert(d.prometheus),
+                "duplicate Prometheus name {}",
+                d.prometheus
+            );
+            assert!(
+                d.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._".contains(c)),
+                "{}",
+                d.name
+            );
+            assert!(
+                d.prometheus
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{}",
+                d.prometheus
+            );
+            // Prometheus conventions: no `_count`/`_total` on gauges, base units only.
+            assert!(!d.prometheus.ends_with("_count") && !d.prometheus.ends_with("_total"));
+            for bad in ["_minutes", "_hours", "_percent", "_ms"] {
+                assert!(
+                    !d.prometheus.contains(bad),
+                    "{} is not in base units",
+                    d.prometheus
+                );
+            }
+            assert!(d.help.ends_with('.'));
+        }
+    }
+
+    #[test]
+    fn seed_names_are_kept() {
+        // Seed 001 dashboards and monitors query these names: they must never change.
+        for name in [
+            "skypilot.jobs.running",
+            "skypilot.jobs.queued",
+            "skypilot.jobs.completed_7d",
+            "skypilot.jobs.failed_7d",
+            "skypilot.jobs.success_rate_7d",
+            "skypilot.jobs.avg_duration_minutes",
+            "skypilot.jobs.avg_queue_time_minutes",
+            "skypilot.jobs.longest_running_hours",
+            "skypilot.clusters.active",
+            "skypilot.clusters.idle",
+            "skypilot.clusters.total_nodes",
+            "skypilot.compute.cost_7d",
+            "skypilot.compute.cost_24h",
+            "skypilot.compute.cost_per_job_avg",
+            "skypilot.compute.estimated_monthly_cost",
+            "skypilot.instances.running",
+            "skypilot.instances.spot",
+            "skypilot.instances.on_demand",
+            "skypilot.instances.preempted_7d",
+            "skypilot.training.runs_active",
+            "skypilot.training.runs_completed_7d",
+            "skypilot.training.avg_cost_per_run",
+        ] {
+            assert!(find(name).is_some(), "{name} missing from the catalog");
+        }
+    }
+}

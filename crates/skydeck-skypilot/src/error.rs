@@ -1,0 +1,141 @@
+//! The client's error type: one variant per thing an operator must act on differently.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::target::CredentialSource;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors returned by the SkyPilot API-server client. None of them carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Endpoint or credential configuration is unusable (bad URL, unreadable token file).
+    #[error("{message}")]
+    Config {
+        /// What is wrong and what was expected.
+        message: String,
+    },
+    /// The server could not be reached, or the connection broke mid-request.
+    #[error("cannot reach the SkyPilot API server at {endpoint} ({path}): {reason}")]
+    Unreachable {
+        /// The endpoint (no user info).
+        endpoint: String,
+        /// The API path being called.
+        path: &'static str,
+        /// The transport error, flattened to text (reqwest errors may embed the URL).
+        reason: String,
+    },
+    /// The call did not finish within its deadline.
+    #[error("SkyPilot API server at {endpoint} did not finish {path} within {after:?}")]
+    Timeout {
+        /// The endpoint.
+        endpoint: String,
+        /// The API path being called.
+        path: &'static str,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// The server rejected the credential (401/403).
+    #[error(
+        "SkyPilot API server at {endpoint} rejected the request to {path} with {status} \
+         (credential: {credential}): {message}"
+    )]
+    Unauthorized {
+        /// The endpoint.
+        endpoint: String,
+        /// The API path being called.
+        path: &'static str,
+        /// 401 or 403.
+        status: StatusCode,
+        /// Which credential was sent.
+        credential: CredentialSource,
+        /// The server's explanation.
+        message: String,
+    },
+    /// Client and server API versions are incompatible.
+    #[error("SkyPilot API server at {endpoint} is incompatible with this client: {message}")]
+    VersionMismatch {
+        /// The endpoint.
+        endpoint: String,
+        /// Server's explanation, or the versions seen.
+        message: String,
+    },
+    /// The server answered with an unexpected HTTP status.
+    #[error("SkyPilot API server returned {status} for {path}: {body}")]
+    Status {
+        /// The API path.
+        path: &'static str,
+        /// The HTTP status.
+        status: StatusCode,
+        /// The body, truncated.
+        body: String,
+    },
+    /// The request was accepted but failed inside the server.
+    #[error("SkyPilot request {request_id} ({path}) failed with {error_type}: {message}")]
+    RequestFailed {
+        /// The API path.
+        path: &'static str,
+        /// The SkyPilot request id.
+        request_id: String,
+        /// The Python exception class, e.g. `ClusterNotUpError`.
+        error_type: String,
+        /// The exception message.
+        message: String,
+    },
+    /// The request was cancelled on the server.
+    #[error("SkyPilot request {request_id} ({path}) was cancelled on the server")]
+    Cancelled {
+        /// The API path.
+        path: &'static str,
+        /// The SkyPilot request id.
+        request_id: String,
+    },
+    /// The submit response had no request id header.
+    #[error("SkyPilot API server answered {path} without an X-Skypilot-Request-ID header")]
+    NoRequestId {
+        /// The API path.
+        path: &'static str,
+    },
+    /// The response body exceeded the configured limit.
+    #[error("response to {path} is larger than the {limit}-byte limit")]
+    TooLarge {
+        /// The API path.
+        path: &'static str,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The response did not have the expected shape.
+    #[error("cannot decode the response to {path}: at `{field}`: {message}")]
+    Decode {
+        /// The API path.
+        path: &'static str,
+        /// Where in the document decoding failed (`[3].status`, `.` for the root).
+        field: String,
+        /// serde's explanation.
+        message: String,
+    },
+}
+
+impl Error {
+    /// True for errors worth retrying with backoff (transport, timeouts, 408, 429, 503, 5xx).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } | Error::Timeout { .. } => true,
+            Error::Status { status, .. } => {
+                *status == StatusCode::REQUEST_TIMEOUT
+                    || *status == StatusCode::TOO_MANY_REQUESTS
+                    || status.is_server_error()
+            }
+            _ => false,
+        }
+    }
+
+    /// True when the server could not be used at all with the configured credential or address,
+    /// the cases where `--fallback-local` may try the local server instead.
+    pub fn is_unreachable_or_unauthorized(&self) -> bool {
+        matches!(self, Error::Unreachable { .. } | Error::Unauthorized { .. })
+    }
+}
