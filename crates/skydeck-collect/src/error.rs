@@ -17,12 +17,19 @@ pub enum CollectError {
         local: skydeck_skypilot::Error,
     },
     /// The collector ran past its timeout and was stopped.
-    #[error("timed out after {}{}", fmt_secs(*after), killed_suffix(*killed))]
+    #[error(
+        "timed out after {}{}{}",
+        fmt_secs(*after),
+        waiting_suffix(waiting_for),
+        killed_suffix(*killed)
+    )]
     TimedOut {
         /// The timeout that passed.
         after: Duration,
         /// Processes killed (external commands), if any were counted.
         killed: Option<usize>,
+        /// Requests still outstanding (SkyPilot API paths).
+        waiting_for: Vec<&'static str>,
     },
     /// An external command could not be started.
     #[error("cannot start `{program}`: {reason}")]
@@ -77,6 +84,14 @@ fn killed_suffix(killed: Option<usize>) -> String {
         Some(1) => ", killed 1 process".into(),
         Some(n) => format!(", killed {n} processes"),
         None => String::new(),
+    }
+}
+
+fn waiting_suffix(paths: &[&'static str]) -> String {
+    if paths.is_empty() {
+        String::new()
+    } else {
+        format!(" waiting for {}", paths.join(", "))
     }
 }
 

@@ -112,6 +112,7 @@ impl Runner {
                     Err(_) => Err(CollectError::TimedOut {
                         after: timed_out_after,
                         killed: None,
+                        waiting_for: Vec::new(),
                     }),
                 };
                 (idx, t0.elapsed(), result)

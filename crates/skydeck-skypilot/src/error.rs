@@ -100,7 +100,7 @@ pub enum Error {
         path: &'static str,
     },
     /// The response body exceeded the configured limit.
-    #[error("response to {path} is larger than the {limit}-byte limit")]
+    #[error("response to {path} is larger than the {} MiB limit", limit >> 20)]
     TooLarge {
         /// The API path.
         path: &'static str,

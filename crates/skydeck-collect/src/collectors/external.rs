@@ -85,6 +85,7 @@ impl Collector for ExternalCollector {
                     BoundedError::TimedOut { after, killed } => CollectError::TimedOut {
                         after,
                         killed: Some(killed),
+                        waiting_for: Vec::new(),
                     },
                     BoundedError::TooLarge { limit } => CollectError::OutputTooLarge {
                         program: program.clone(),

@@ -71,6 +71,35 @@ pub struct SkypilotCollector {
     opts: SkypilotOptions,
 }
 
+/// Where `--fallback-local` looks: SkyPilot's own local endpoint, whose port
+/// `SKYPILOT_API_SERVER_LOCAL_PORT` overrides as it does for SkyPilot's client.
+fn local_endpoint() -> String {
+    match std::env::var("SKYPILOT_API_SERVER_LOCAL_PORT") {
+        Ok(port) if !port.trim().is_empty() => format!("http://127.0.0.1:{}", port.trim()),
+        _ => skydeck_skypilot::DEFAULT_ENDPOINT.to_string(),
+    }
+}
+
+/// The API paths a collection is waiting on, for the timeout message.
+#[derive(Default)]
+struct Pending(std::sync::Mutex<Vec<&'static str>>);
+
+impl Pending {
+    async fn track<T>(&self, path: &'static str, fut: impl Future<Output = T>) -> T {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(path);
+        let out = fut.await;
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = v.iter().position(|p| *p == path) {
+            v.remove(i);
+        }
+        out
+    }
+
+    fn paths(&self) -> Vec<&'static str> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// Days of cost history requested: the longest metric window is 7 days.
 const COST_DAYS: u32 = 7;
 
@@ -87,21 +116,21 @@ impl SkypilotCollector {
         }
     }
 
-    /// A client for the configured server, or for the local one when the configured one cannot
-    /// be used and `fallback_local` is on. Never starts a server.
-    async fn connect(&self) -> Result<Client, CollectError> {
+    /// A client for the configured server after a health check (reachable, compatible API
+    /// version, credential not refused).
+    async fn connect(&self) -> Result<Client, skydeck_skypilot::Error> {
         let client = Client::new(self.target.clone(), self.client_options())?;
-        let err = match client.health().await {
-            Ok(_) => return Ok(client),
-            Err(e) => e,
-        };
+        client.health().await?;
+        Ok(client)
+    }
+
+    /// With `fallback_local`, when the configured server cannot be used (`err`), a client for
+    /// the local API server if one answers. Never starts a server.
+    async fn fallback(&self, err: skydeck_skypilot::Error) -> Result<Client, CollectError> {
         if !self.opts.fallback_local || !err.is_unreachable_or_unauthorized() {
             return Err(err.into());
         }
-        let local = Endpoint::parse(skydeck_skypilot::DEFAULT_ENDPOINT, EndpointSource::Fallback)?;
-        if local.url == self.target.endpoint.url && self.target.credential.is_none() {
-            return Err(err.into());
-        }
+        let local = Endpoint::parse(&local_endpoint(), EndpointSource::Fallback)?;
         let local_client = Client::new(
             Target {
                 endpoint: local,
@@ -115,7 +144,7 @@ impl SkypilotCollector {
                     configured = %self.target.endpoint,
                     reason = %err,
                     "using the local SkyPilot API server at {} (--fallback-local)",
-                    skydeck_skypilot::DEFAULT_ENDPOINT
+                    local_client.target().endpoint
                 );
                 Ok(local_client)
             }
@@ -126,24 +155,56 @@ impl SkypilotCollector {
         }
     }
 
-    async fn collect_once(&self, cx: &Context) -> Result<Vec<Sample>, CollectError> {
-        let client = self.connect().await?;
-        // The three requests run concurrently: the run takes as long as the slowest one
-        // (the jobs queue, where the server spawns a Python subprocess per request).
+    /// The three responses the metrics need, requested concurrently: the run takes as long as
+    /// the slowest one (the jobs queue, where the server spawns a Python subprocess).
+    async fn fetch(
+        &self,
+        client: &Client,
+        pending: &Pending,
+    ) -> Result<Fleet, skydeck_skypilot::Error> {
         let (status_q, jobs_q) = (StatusQuery::default(), JobsQueueQuery::default());
         let cost_q = CostReportQuery { days: COST_DAYS };
         let (clusters, jobs, costs) = tokio::try_join!(
-            client.status(&status_q),
-            client.jobs_queue(&jobs_q),
-            client.cost_report(&cost_q),
+            pending.track("/status", client.status(&status_q)),
+            pending.track("/jobs/queue/v2", client.jobs_queue(&jobs_q)),
+            pending.track("/cost_report", client.cost_report(&cost_q)),
         )?;
+        Ok((clusters, jobs.jobs, costs))
+    }
+
+    async fn collect_once(
+        &self,
+        cx: &Context,
+        pending: &Pending,
+    ) -> Result<Vec<Sample>, CollectError> {
+        let (client, (clusters, jobs, costs)) =
+            match pending.track("/api/health", self.connect()).await {
+                Ok(client) => match self.fetch(&client, pending).await {
+                    Ok(fleet) => (client, fleet),
+                    // A server may accept /api/health and refuse the credential afterwards.
+                    Err(e) => {
+                        let local = self.fallback(e).await?;
+                        let fleet = self.fetch(&local, pending).await?;
+                        (local, fleet)
+                    }
+                },
+                Err(e) => {
+                    let local = pending.track("/api/health", self.fallback(e)).await?;
+                    let fleet = self.fetch(&local, pending).await?;
+                    (local, fleet)
+                }
+            };
         let queues = match &self.opts.cluster_queues {
-            Some(q) => Some(probe_queues(&client, &clusters, q).await),
+            Some(q) => Some(
+                pending
+                    .track("/queue", probe_queues(&client, &clusters, q))
+                    .await,
+            ),
             None => None,
         };
         Ok(compute(
             &clusters,
-            &jobs.jobs,
+            &jobs,
             &costs,
             queues,
             cx.started_at,
@@ -151,6 +212,13 @@ impl SkypilotCollector {
         ))
     }
 }
+
+/// What `/status`, `/jobs/queue/v2` and `/cost_report` returned.
+type Fleet = (
+    Vec<skydeck_skypilot::api::ClusterRecord>,
+    Vec<skydeck_skypilot::api::ManagedJobRecord>,
+    Vec<skydeck_skypilot::api::CostRecord>,
+);
 
 /// Reads the job queue of every UP cluster, a bounded number at a time, each under its own
 /// limit. A queue that cannot be read counts as unreachable, not as idle or busy.
@@ -210,7 +278,25 @@ impl Collector for SkypilotCollector {
         self.opts.timeout
     }
 
+    fn hard_limit(&self) -> Duration {
+        // The collector enforces its own timeout so the error can name the requests that were
+        // still outstanding; the runner's backstop comes a moment later.
+        self.opts.timeout + Duration::from_secs(1)
+    }
+
     fn collect<'a>(&'a self, cx: &'a Context) -> BoxFuture<'a, Result<Vec<Sample>, CollectError>> {
-        self.collect_once(cx).boxed()
+        async move {
+            let pending = Pending::default();
+            let limit = self.opts.timeout.min(cx.remaining());
+            match tokio::time::timeout(limit, self.collect_once(cx, &pending)).await {
+                Ok(r) => r,
+                Err(_) => Err(CollectError::TimedOut {
+                    after: limit,
+                    killed: None,
+                    waiting_for: pending.paths(),
+                }),
+            }
+        }
+        .boxed()
     }
 }

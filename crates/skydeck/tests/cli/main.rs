@@ -1,0 +1,8 @@
+//! skydeck's one integration-test binary: the real `skydeck` executable against peers on
+//! 127.0.0.1 (a misbehaving fake SkyPilot server, external collectors, the real SkyPilot API
+//! server started by `scripts/test.sh`).
+
+mod external;
+mod faults;
+mod real_skypilot;
+mod util;

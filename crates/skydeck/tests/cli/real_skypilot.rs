@@ -1,0 +1,1 @@
+//! Against the real SkyPilot API server (placeholder until the peer scripts land).
