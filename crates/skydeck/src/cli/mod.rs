@@ -1,5 +1,6 @@
 //! The command line: `skydeck <command>`.
 
+mod catalog;
 mod collect;
 
 use std::process::ExitCode;
@@ -23,11 +24,14 @@ pub struct Cli {
 pub enum Command {
     /// Collect fleet metrics once from every enabled collector and print or deliver them.
     Collect(collect::CollectArgs),
+    /// Print the metric catalog (every metric skydeck emits, with units and help).
+    Catalog(catalog::CatalogArgs),
 }
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Collect(args) => collect::run(args).await,
+        Command::Catalog(args) => catalog::run(args),
     }
 }

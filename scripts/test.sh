@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace, against real peers.
+#
+# 1. installs the test peers (a virtualenv with skypilot[server]==0.14.1 under target/peers),
+# 2. starts two real SkyPilot API servers on 127.0.0.1, each with its own HOME under
+#    target/peers and a seeded fleet (10 clusters / 50 jobs and 200 clusters / 5000 jobs),
+#    while the tests compile,
+# 3. runs the tests (cargo nextest when installed, else cargo test),
+# 4. stops the servers, whatever happened.
+#
+# Nothing here reaches beyond 127.0.0.1 except the package install, and nothing touches the
+# real ~/.sky or ~/.kube. Extra arguments go to the test runner (e.g. a test-name filter).
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+export SKYDECK_PEERS_DIR="${SKYDECK_PEERS_DIR:-$repo/target/peers}"
+peer=scripts/peers/skypilot.sh
+
+scripts/peers/skypilot.sh install
+
+stop_peers() {
+  "$peer" down test-small >/dev/null 2>&1 || true
+  "$peer" down test-large >/dev/null 2>&1 || true
+}
+trap stop_peers EXIT
+
+log_dir="$SKYDECK_PEERS_DIR/logs"
+mkdir -p "$log_dir"
+"$peer" up test-small --clusters 10 --jobs 50 >"$log_dir/up-small.log" 2>&1 &
+small_pid=$!
+"$peer" up test-large --clusters 200 --jobs 5000 >"$log_dir/up-large.log" 2>&1 &
+large_pid=$!
+
+echo "==> building the tests while the SkyPilot servers start" >&2
+cargo build --workspace --tests --locked
+
+for name in small large; do
+  pid_var="${name}_pid"
+  if ! wait "${!pid_var}"; then
+    echo "error: starting the SkyPilot test server '$name' failed; its log:" >&2
+    tail -n 60 "$log_dir/up-$name.log" >&2
+    exit 1
+  fi
+done
+echo "==> SkyPilot test servers: $(cat "$SKYDECK_PEERS_DIR/test-small/endpoint") (small)," \
+  "$(cat "$SKYDECK_PEERS_DIR/test-large/endpoint") (large)" >&2
+
+# The real-server tests read these; without them they fail loudly instead of passing.
+export SKYDECK_TEST_SKYPILOT_SMALL="$SKYDECK_PEERS_DIR/test-small"
+export SKYDECK_TEST_SKYPILOT_LARGE="$SKYDECK_PEERS_DIR/test-large"
+export SKYDECK_TEST_PYTHON="${SKYDECK_TEST_PYTHON:-python3}"
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+  cargo test --workspace --locked --no-fail-fast "$@"
+fi
