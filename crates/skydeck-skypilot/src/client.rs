@@ -51,6 +51,9 @@ const ERROR_BODY_CHARS: usize = 400;
 impl Client {
     /// Builds a client for `target`.
     pub fn new(target: Target, opts: ClientOptions) -> Result<Self> {
+        // reqwest is built without a default TLS provider so only ring is compiled in; install
+        // it here (idempotent) so the client works whoever calls it, not only skydeck's main.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut headers = HeaderMap::new();
         headers.insert(
             "X-SkyPilot-API-Version",

@@ -3,10 +3,10 @@
 //! Endpoint: `--endpoint`, then `SKYPILOT_API_SERVER_ENDPOINT`, then `api_server.endpoint` in
 //! the SkyPilot config (`$SKYPILOT_GLOBAL_CONFIG` or `~/.sky/config.yaml`, written by
 //! `sky api login`), then `http://127.0.0.1:46580`. Basic-auth credentials inside the URL are
-//! split off and kept secret. Token: `--token-file` (an explicit flag wins, as for the endpoint),
-//! then `SKYPILOT_SERVICE_ACCOUNT_TOKEN`, then `SKYPILOT_API_KEY` (the seed deployment's name),
-//! then `api_server.service_account_token` in the config. Every value remembers its source so
-//! errors can name it; no secret is ever part of a `Display` or `Debug` output.
+//! split off and kept secret. Token: the caller's credential (skydeck reads environment
+//! variables, token files and AWS Secrets Manager in one place, `skydeck-secrets`), else
+//! `api_server.service_account_token` in the SkyPilot config. Every value remembers its source
+//! so errors can name it; no secret is ever part of a `Display` or `Debug` output.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -56,10 +56,8 @@ impl fmt::Display for EndpointSource {
 /// Where the credential came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CredentialSource {
-    /// A token file given with `--token-file` (or the config's `token_file`).
-    TokenFile(PathBuf),
-    /// This environment variable.
-    Env(&'static str),
+    /// Resolved by the caller; the text names the place (`$SKYPILOT_API_KEY`, `file …`).
+    Provided(String),
     /// `api_server.service_account_token` in this SkyPilot config file.
     SkyConfig(PathBuf),
     /// User and password inside the endpoint URL (basic auth).
@@ -71,8 +69,7 @@ pub enum CredentialSource {
 impl fmt::Display for CredentialSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CredentialSource::TokenFile(p) => write!(f, "token file {}", p.display()),
-            CredentialSource::Env(name) => write!(f, "${name}"),
+            CredentialSource::Provided(place) => f.write_str(place),
             CredentialSource::SkyConfig(p) => {
                 write!(f, "api_server.service_account_token in {}", p.display())
             }
@@ -204,8 +201,8 @@ impl Target {
 pub struct Inputs<'a> {
     /// `--endpoint` (or the skydeck config's endpoint).
     pub endpoint: Option<&'a str>,
-    /// `--token-file`.
-    pub token_file: Option<&'a Path>,
+    /// The token, when the caller found one (environment, file, secret store).
+    pub credential: Option<Credential>,
     /// Reads an environment variable.
     pub env: &'a dyn Fn(&str) -> Option<String>,
     /// The home directory (for `~/.sky/config.yaml`).
@@ -214,10 +211,10 @@ pub struct Inputs<'a> {
 
 impl<'a> Inputs<'a> {
     /// Inputs from the real process environment.
-    pub fn from_process(endpoint: Option<&'a str>, token_file: Option<&'a Path>) -> Self {
+    pub fn from_process(endpoint: Option<&'a str>, credential: Option<Credential>) -> Self {
         Inputs {
             endpoint,
-            token_file,
+            credential,
             env: &process_env,
             home: std::env::var_os("HOME").map(PathBuf::from),
         }
@@ -305,12 +302,8 @@ pub fn resolve(inputs: &Inputs<'_>) -> Result<Target> {
         Endpoint::parse(crate::DEFAULT_ENDPOINT, EndpointSource::Default)?
     };
 
-    let credential = if let Some(path) = inputs.token_file {
-        Some(read_token_file(path)?)
-    } else if let Some(t) = (inputs.env)(ENV_SA_TOKEN).filter(|s| !s.trim().is_empty()) {
-        Some(token(t, CredentialSource::Env(ENV_SA_TOKEN)))
-    } else if let Some(t) = (inputs.env)(ENV_API_KEY).filter(|s| !s.trim().is_empty()) {
-        Some(token(t, CredentialSource::Env(ENV_API_KEY)))
+    let credential = if let Some(c) = &inputs.credential {
+        Some(c.clone())
     } else if let Some(path) = cfg_path.as_deref() {
         sky_cfg(path)?
             .and_then(|s| s.service_account_token)
@@ -336,26 +329,12 @@ pub fn resolve(inputs: &Inputs<'_>) -> Result<Target> {
     })
 }
 
-fn token(raw: String, source: CredentialSource) -> Credential {
+/// A credential from a token and where it came from.
+pub fn token(raw: String, source: CredentialSource) -> Credential {
     Credential {
         token: SecretString::from(raw.trim().to_string()),
         source,
     }
-}
-
-fn read_token_file(path: &Path) -> Result<Credential> {
-    let raw = std::fs::read_to_string(path).map_err(|e| Error::Config {
-        message: format!("cannot read token file {}: {e}", path.display()),
-    })?;
-    if raw.trim().is_empty() {
-        return Err(Error::Config {
-            message: format!(
-                "token file {} is empty; expected a SkyPilot service-account token (sky_…)",
-                path.display()
-            ),
-        });
-    }
-    Ok(token(raw, CredentialSource::TokenFile(path.to_path_buf())))
 }
 
 #[cfg(test)]
@@ -365,7 +344,7 @@ mod tests {
 
     fn resolve_with(
         flag: Option<&str>,
-        file: Option<&Path>,
+        credential: Option<Credential>,
         env: &[(&str, &str)],
         home: Option<&Path>,
     ) -> Result<Target> {
@@ -376,7 +355,7 @@ mod tests {
         let get = move |k: &str| env.get(k).cloned();
         resolve(&Inputs {
             endpoint: flag,
-            token_file: file,
+            credential,
             env: &get,
             home: home.map(Path::to_path_buf),
         })
@@ -424,25 +403,21 @@ mod tests {
     }
 
     #[test]
-    fn token_precedence_and_secrecy() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("token");
-        std::fs::write(&file, "sky_from_file\n").unwrap();
-        let env = [(ENV_SA_TOKEN, "sky_sa"), (ENV_API_KEY, "sky_key")];
-        let t = resolve_with(None, Some(&file), &env, Some(dir.path())).unwrap();
+    fn a_provided_token_wins_over_the_sky_config() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(home.path().join(".sky")).unwrap();
+        std::fs::write(
+            home.path().join(".sky/config.yaml"),
+            "api_server:\n  service_account_token: sky_cfg\n",
+        )
+        .unwrap();
+        let provided = token("sky_given".into(), CredentialSource::Provided("$X".into()));
+        let t = resolve_with(None, Some(provided), &[], Some(home.path())).unwrap();
         let c = t.credential.unwrap();
-        assert_eq!(c.token.expose_secret(), "sky_from_file");
-        assert!(!format!("{c:?}").contains("sky_from_file"));
-        let t = resolve_with(None, None, &env, Some(dir.path())).unwrap();
-        assert_eq!(
-            t.credential.unwrap().source,
-            CredentialSource::Env(ENV_SA_TOKEN)
-        );
-        let t = resolve_with(None, None, &env[1..], Some(dir.path())).unwrap();
-        assert_eq!(
-            t.credential.unwrap().source,
-            CredentialSource::Env(ENV_API_KEY)
-        );
+        assert_eq!(c.token.expose_secret(), "sky_given");
+        assert!(!format!("{c:?}").contains("sky_given"));
+        let t = resolve_with(None, None, &[], Some(home.path())).unwrap();
+        assert_eq!(t.credential.unwrap().token.expose_secret(), "sky_cfg");
     }
 
     #[test]
@@ -473,8 +448,13 @@ mod tests {
             "{err}"
         );
         let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("nope");
-        let err = resolve_with(None, Some(&missing), &[], None).unwrap_err();
-        assert!(err.to_string().contains("nope"), "{err}");
+        std::fs::create_dir_all(dir.path().join(".sky")).unwrap();
+        std::fs::write(
+            dir.path().join(".sky/config.yaml"),
+            "api_server: [not, a, map]\n",
+        )
+        .unwrap();
+        let err = resolve_with(None, None, &[], Some(dir.path())).unwrap_err();
+        assert!(err.to_string().contains("config.yaml"), "{err}");
     }
 }

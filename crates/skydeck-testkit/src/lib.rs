@@ -7,13 +7,18 @@
 //! incompatible API version. No offline real server can do these on demand; everything else is
 //! tested against the real server.
 
+pub mod datadog;
+mod http;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::http::read_request;
 
 /// How the fake server behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,18 +47,7 @@ pub enum Behavior {
     SlowJobsQueue,
 }
 
-/// A request the fake server received.
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    /// `GET`, `POST`.
-    pub method: String,
-    /// Path with query.
-    pub path: String,
-    /// Headers, names lower-cased.
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: String,
-}
+pub use http::Recorded;
 
 /// A fake SkyPilot API server on 127.0.0.1, stopped when dropped.
 pub struct FakeSkypilot {
@@ -130,49 +124,6 @@ impl Drop for FakeSkypilot {
             rt.shutdown_background();
         }
     }
-}
-
-async fn read_request(sock: &mut TcpStream) -> std::io::Result<Option<Recorded>> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let header_end = loop {
-        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos + 4;
-        }
-        let n = sock.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or_default().split_whitespace();
-    let method = first.next().unwrap_or_default().to_string();
-    let path = first.next().unwrap_or_default().to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = buf[header_end..].to_vec();
-    while body.len() < len {
-        let n = sock.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Ok(Some(Recorded {
-        method,
-        path,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }))
 }
 
 struct Reply {

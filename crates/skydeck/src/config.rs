@@ -9,9 +9,17 @@
 //!
 //! [skypilot]
 //! endpoint = "https://skypilot.example.com"
-//! token_file = "/var/run/secrets/skypilot/token"
+//! token_file = "/var/run/secrets/skydeck/skypilot-token"
+//! token_aws_secret = "skypilot/api-key"
 //! timeout = "2m"
 //! breakdown = ["cloud", "accelerator"]
+//!
+//! [[sinks]]
+//! type = "datadog"
+//! site = "datadoghq.eu"
+//! api_key_file = "/var/run/secrets/skydeck/datadog-api-key"
+//! api_key_aws_secret = "datadog/api-key"
+//! tags = ["env:prod", "service:skydeck"]
 //!
 //! [[collectors]]
 //! name = "github"
@@ -26,6 +34,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use skydeck_collect::exposition::OutputFormat;
+use skydeck_sinks::datadog::Compression;
 
 use crate::duration::serde_friendly;
 
@@ -42,6 +51,77 @@ pub struct Config {
     /// External command collectors.
     #[serde(default)]
     pub collectors: Vec<ExternalSection>,
+    /// Where samples go (default: stdout).
+    #[serde(default)]
+    pub sinks: Vec<SinkSection>,
+    /// AWS Secrets Manager access, for `*_aws_secret` keys.
+    #[serde(default)]
+    pub aws: AwsSection,
+}
+
+/// `[[sinks]]`: one destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkSection {
+    /// Datadog's metrics intake.
+    Datadog(DatadogSection),
+    /// stdout, as a table or JSON lines.
+    Stdout(StdoutSection),
+}
+
+/// `type = "datadog"`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatadogSection {
+    /// `datadoghq.com`, `datadoghq.eu`, `us3.datadoghq.com`, … or a full URL (a proxy); else
+    /// `DD_SITE`, else `datadoghq.com`.
+    #[serde(default)]
+    pub site: Option<String>,
+    /// File holding the API key (after `DD_API_KEY`; a missing file counts as not set).
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// AWS Secrets Manager secret holding the API key (`name` or `name#json_field`).
+    #[serde(default)]
+    pub api_key_aws_secret: Option<String>,
+    /// File holding the application key (`sync-metadata` only; after `DD_APP_KEY`).
+    #[serde(default)]
+    pub app_key_file: Option<PathBuf>,
+    /// AWS Secrets Manager secret holding the application key.
+    #[serde(default)]
+    pub app_key_aws_secret: Option<String>,
+    /// Tags on every series (`env:prod`); `DD_TAGS` adds more.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// `gzip` (default) or `zstd`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Host resource of every series (default: none; fleet metrics belong to no host).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Limit of one request (default 20 s, the Datadog Agent's).
+    #[serde(default, with = "serde_friendly::option")]
+    pub request_timeout: Option<Duration>,
+}
+
+/// `type = "stdout"`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSection {
+    /// `table` or `json` (default: table on a terminal, json otherwise).
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// `[aws]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSection {
+    /// Region of the secrets (default: the standard AWS chain: `AWS_REGION`, profile, …).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Limit of loading AWS configuration and of each secret read (default 10 s).
+    #[serde(default, with = "serde_friendly::option")]
+    pub timeout: Option<Duration>,
 }
 
 /// `[collect]`.
@@ -57,6 +137,9 @@ pub struct CollectSection {
     /// Time between SIGTERM and SIGKILL for an external collector's process group.
     #[serde(default = "default_grace", with = "serde_friendly")]
     pub kill_grace: Duration,
+    /// Part of the deadline kept for delivery: collectors must finish this much before it.
+    #[serde(default = "default_reserve", with = "serde_friendly")]
+    pub delivery_reserve: Duration,
 }
 
 impl Default for CollectSection {
@@ -65,6 +148,7 @@ impl Default for CollectSection {
             deadline: default_deadline(),
             default_timeout: default_timeout(),
             kill_grace: default_grace(),
+            delivery_reserve: default_reserve(),
         }
     }
 }
@@ -78,6 +162,9 @@ fn default_timeout() -> Duration {
 fn default_grace() -> Duration {
     Duration::from_secs(5)
 }
+fn default_reserve() -> Duration {
+    Duration::from_secs(30)
+}
 
 /// `[skypilot]`.
 #[derive(Debug, Deserialize)]
@@ -89,9 +176,13 @@ pub struct SkypilotSection {
     /// API server URL (else `SKYPILOT_API_SERVER_ENDPOINT`, the SkyPilot config, the default).
     #[serde(default)]
     pub endpoint: Option<String>,
-    /// File holding the service-account token (a Kubernetes secret mount).
+    /// File holding the service-account token (a Kubernetes secret mount), read after
+    /// `SKYPILOT_SERVICE_ACCOUNT_TOKEN` and `SKYPILOT_API_KEY`; a missing file counts as not set.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// AWS Secrets Manager secret holding the token (`name` or `name#json_field`).
+    #[serde(default)]
+    pub token_aws_secret: Option<String>,
     /// Limit of one collection (default: `collect.default_timeout`).
     #[serde(default, with = "serde_friendly::option")]
     pub timeout: Option<Duration>,
@@ -118,6 +209,7 @@ impl Default for SkypilotSection {
             enabled: true,
             endpoint: None,
             token_file: None,
+            token_aws_secret: None,
             timeout: None,
             breakdown: Vec::new(),
             breakdown_top: default_top(),
@@ -210,6 +302,18 @@ pub fn parse(text: &str) -> anyhow::Result<Config> {
             );
         }
     }
+    for sink in &cfg.sinks {
+        if let SinkSection::Stdout(s) = sink
+            && let Some(f) = &s.format
+            && f != "table"
+            && f != "json"
+        {
+            bail!("[[sinks]] type = \"stdout\": format {f:?} is not `table` or `json`");
+        }
+    }
+    if cfg.collect.delivery_reserve >= cfg.collect.deadline {
+        bail!("[collect] delivery_reserve must be shorter than deadline");
+    }
     Ok(cfg)
 }
 
@@ -241,6 +345,39 @@ mod tests {
         assert_eq!(cfg.skypilot.timeout, Some(Duration::from_secs(90)));
         assert_eq!(cfg.collectors[0].format, OutputFormat::Json);
         assert_eq!(cfg.collectors[0].timeout, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn sinks() {
+        let cfg = parse(
+            r#"
+            [aws]
+            region = "eu-west-1"
+            [[sinks]]
+            type = "datadog"
+            site = "datadoghq.eu"
+            api_key_aws_secret = "datadog/api-key"
+            tags = ["env:prod"]
+            compression = "zstd"
+            [[sinks]]
+            type = "stdout"
+            format = "json"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.sinks.len(), 2);
+        let SinkSection::Datadog(dd) = &cfg.sinks[0] else {
+            panic!()
+        };
+        assert_eq!(dd.compression, Compression::Zstd);
+        assert_eq!(cfg.aws.region.as_deref(), Some("eu-west-1"));
+        let e = format!(
+            "{:#}",
+            parse("[[sinks]]\ntype = \"datadog\"\napi_kee = \"x\"\n").unwrap_err()
+        );
+        assert!(e.contains("api_kee"), "{e}");
+        let e = format!("{:#}", parse("[[sinks]]\ntype = \"kafka\"\n").unwrap_err());
+        assert!(e.contains("kafka"), "{e}");
     }
 
     #[test]

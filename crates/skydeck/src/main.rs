@@ -6,7 +6,9 @@
 
 mod cli;
 mod config;
+mod credentials;
 mod duration;
+mod sinks;
 
 use std::process::ExitCode;
 

@@ -1,34 +1,30 @@
-//! `skydeck collect`: run every enabled collector once, concurrently, under hard deadlines.
+//! `skydeck collect`: run every enabled collector once, concurrently, under hard deadlines,
+//! then deliver the samples to every sink within what is left of the run's deadline.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, ValueEnum};
+use clap::Args;
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use regex::Regex;
+use secrecy::ExposeSecret;
 use skydeck_collect::collectors::skypilot::{
     BreakdownKey, DEFAULT_TRAINING_PATTERN, FleetOptions, QueueOptions, SkypilotCollector,
     SkypilotOptions,
 };
 use skydeck_collect::collectors::{ExternalCollector, ExternalSpec};
-use skydeck_collect::{Collector, Runner};
-use skydeck_sinks::{JsonLinesSink, Sink, TableSink};
-use skydeck_skypilot::target::{Inputs, resolve};
+use skydeck_collect::{CollectError, Collector, Context, Runner};
+use skydeck_core::Sample;
+use skydeck_secrets::Credentials;
+use skydeck_skypilot::target::{CredentialSource, Inputs, resolve, token};
 
 use crate::config::{self, Config};
-use crate::duration;
-
-/// Output format on stdout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// An aligned table for people (the default on a terminal).
-    Table,
-    /// One JSON object per sample and line (the default otherwise).
-    Json,
-}
+use crate::sinks::{self, SinkFlags, SinkKind};
+use crate::{credentials, duration};
 
 /// Flags of `skydeck collect`. Flags override the config file.
 #[derive(Debug, Args)]
@@ -41,13 +37,21 @@ pub struct CollectArgs {
     /// embedded (https://user:pass@host); they are never printed.
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
-    /// File holding a SkyPilot service-account token [default: $SKYPILOT_SERVICE_ACCOUNT_TOKEN,
-    /// then $SKYPILOT_API_KEY, then api_server.service_account_token in ~/.sky/config.yaml].
+    /// File holding a SkyPilot service-account token, read when neither
+    /// $SKYPILOT_SERVICE_ACCOUNT_TOKEN nor $SKYPILOT_API_KEY is set (then AWS Secrets Manager,
+    /// then api_server.service_account_token in ~/.sky/config.yaml).
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
-    /// Output format [default: table on a terminal, json otherwise].
-    #[arg(long, value_enum)]
-    pub format: Option<Format>,
+    /// Where samples go; repeat or comma-separate [default: the config's [[sinks]], else
+    /// stdout].
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "SINK")]
+    pub sink: Vec<SinkKind>,
+    /// stdout format [default: table on a terminal, json otherwise].
+    #[arg(long, value_parser = ["table", "json"])]
+    pub format: Option<String>,
+    /// Print the Datadog payloads as JSON lines instead of sending them.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Split counts and costs by these tags (comma-separated: cloud, region, workspace, user,
     /// accelerator).
     #[arg(long, value_delimiter = ',', value_name = "TAGS")]
@@ -68,7 +72,7 @@ pub struct CollectArgs {
     /// Limit of each collector that sets none [default: 2m].
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
     pub timeout: Option<Duration>,
-    /// The whole run ends by this deadline [default: 3m].
+    /// The whole run, delivery included, ends by this deadline [default: 3m].
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
     pub deadline: Option<Duration>,
     /// Skip the built-in SkyPilot collector (run only external collectors).
@@ -76,99 +80,134 @@ pub struct CollectArgs {
     pub no_skypilot: bool,
 }
 
-/// Runs `skydeck collect`. Errors are configuration errors (exit 2); collector failures are
-/// reported and give exit 1.
+/// Runs `skydeck collect`. Errors are configuration errors (exit 2); collector and delivery
+/// failures are reported and give exit 1.
 pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
+    let started = tokio::time::Instant::now();
     let (cfg, source) = config::load(args.config.as_deref())?;
     if let config::Source::File(path) = &source {
         tracing::info!(path = %path.display(), "configuration loaded");
     }
-    let collectors = build_collectors(&args, &cfg)?;
+    let deadline = args.deadline.unwrap_or(cfg.collect.deadline);
+    let creds = credentials::reader(&cfg.aws);
+    let flags = SinkFlags {
+        sinks: args.sink.clone(),
+        format: args.format.as_deref().map(|f| {
+            if f == "table" {
+                SinkKind::Table
+            } else {
+                SinkKind::Json
+            }
+        }),
+        dry_run: args.dry_run,
+    };
+    // Sinks first: a sink that cannot work (no Datadog key) is a configuration error, found
+    // before anything is collected.
+    let sinks = sinks::build(&cfg, &flags, &creds).await?;
+    let collectors = build_collectors(&args, &cfg, &creds).await?;
     if collectors.is_empty() {
         anyhow::bail!(
-            "no collector is enabled (the SkyPilot collector is off and no [[collectors]] are configured)"
+            "no collector is enabled (the SkyPilot collector is off and no [[collectors]] are \
+             configured)"
         );
     }
-    let deadline = args.deadline.unwrap_or(cfg.collect.deadline);
+    // Collectors stop early enough to leave the delivery its share of the deadline.
+    let reserve = cfg.collect.delivery_reserve.min(deadline / 2);
+    let collect_budget = deadline
+        .saturating_sub(reserve)
+        .saturating_sub(started.elapsed());
+    let report = Runner::new(collectors, collect_budget).run().await;
 
-    let report = Runner::new(collectors, deadline).run().await;
-
-    let format = args.format.unwrap_or(if std::io::stdout().is_terminal() {
-        Format::Table
-    } else {
-        Format::Json
-    });
-    let sink: Box<dyn Sink> = match format {
-        Format::Table => Box::new(TableSink::new(Box::new(std::io::stdout()))),
-        Format::Json => Box::new(JsonLinesSink::new(Box::new(std::io::stdout()))),
-    };
-    let delivered = sink.deliver(&report.samples).await;
-
+    let run_deadline = started + deadline;
+    let mut delivered_ok = true;
+    let mut lines = Vec::new();
+    for sink in &sinks {
+        match sink.deliver(&report.samples, run_deadline).await {
+            Ok(r) => {
+                delivered_ok &= r.dropped == 0;
+                if !matches!(sink.name(), "table" | "json") {
+                    lines.push(r.summary(sink.name()));
+                }
+            }
+            Err(e) => {
+                delivered_ok = false;
+                lines.push(format!("✗ {}: {e}", sink.name()));
+            }
+        }
+    }
     for o in &report.outcomes {
         eprintln!("{}", o.summary());
     }
-    let sink_ok = match delivered {
-        Ok(r) => r.dropped == 0,
-        Err(e) => {
-            eprintln!("✗ {}: {e}", sink.name());
-            false
-        }
-    };
-    Ok(if report.all_ok() && sink_ok {
+    for l in lines {
+        eprintln!("{l}");
+    }
+    Ok(if report.all_ok() && delivered_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
 }
 
-fn build_collectors(args: &CollectArgs, cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Collector>>> {
+/// A collector that could not even be set up (its credential could not be read): it runs as a
+/// failure, so the other collectors still deliver and the run reports it like any other.
+struct Unavailable {
+    name: &'static str,
+    error: String,
+}
+
+impl Collector for Unavailable {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn collect<'a>(&'a self, _: &'a Context) -> BoxFuture<'a, Result<Vec<Sample>, CollectError>> {
+        async move {
+            Err(CollectError::Spawn {
+                program: self.name.to_string(),
+                reason: self.error.clone(),
+            })
+        }
+        .boxed()
+    }
+}
+
+async fn build_collectors(
+    args: &CollectArgs,
+    cfg: &Config,
+    creds: &Credentials,
+) -> anyhow::Result<Vec<Arc<dyn Collector>>> {
     let mut out: Vec<Arc<dyn Collector>> = Vec::new();
     let default_timeout = args.timeout.unwrap_or(cfg.collect.default_timeout);
     let sk = &cfg.skypilot;
     if sk.enabled && !args.no_skypilot {
-        let endpoint = args.endpoint.as_deref().or(sk.endpoint.as_deref());
-        let token_file = args.token_file.as_deref().or(sk.token_file.as_deref());
-        let target = resolve(&Inputs::from_process(endpoint, token_file))
-            .context("resolving the SkyPilot API server")?;
-        let breakdown_names = if args.breakdown.is_empty() {
-            &sk.breakdown
-        } else {
-            &args.breakdown
-        };
-        let breakdown = breakdown_names
-            .iter()
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| BreakdownKey::parse(s))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow::anyhow!("--breakdown: {e}"))?;
-        let pattern = args
-            .training_pattern
-            .as_deref()
-            .or(sk.training_pattern.as_deref())
-            .unwrap_or(DEFAULT_TRAINING_PATTERN);
-        let training_pattern = Regex::new(pattern)
-            .with_context(|| format!("--training-pattern {pattern:?} is not a valid regex"))?;
-        let top = args.breakdown_top.unwrap_or(sk.breakdown_top);
-        if top == 0 {
-            anyhow::bail!("--breakdown-top must be at least 1");
+        let opts = skypilot_options(args, cfg, default_timeout)?;
+        let spec = credentials::skypilot_token(sk, args.token_file.as_deref())?;
+        match creds.get(&spec).await {
+            Ok(found) => {
+                let credential = found.map(|r| {
+                    token(
+                        r.value.expose_secret().to_string(),
+                        CredentialSource::Provided(r.source.to_string()),
+                    )
+                });
+                let endpoint = args.endpoint.as_deref().or(sk.endpoint.as_deref());
+                let target = resolve(&Inputs::from_process(endpoint, credential))
+                    .context("resolving the SkyPilot API server")?;
+                tracing::info!(
+                    endpoint = %target.endpoint,
+                    source = %target.endpoint.source,
+                    credential = %target.credential_source(),
+                    "SkyPilot API server"
+                );
+                out.push(Arc::new(SkypilotCollector::new(target, opts)));
+            }
+            Err(e) => out.push(Arc::new(Unavailable {
+                name: "skypilot",
+                error: format!("cannot read the SkyPilot token: {e}"),
+            })),
         }
-        let timeout = args.timeout.or(sk.timeout).unwrap_or(default_timeout);
-        let opts = SkypilotOptions {
-            timeout,
-            fleet: FleetOptions {
-                breakdown,
-                breakdown_top: top,
-                training_pattern,
-            },
-            cluster_queues: (args.cluster_queues || sk.cluster_queues).then(QueueOptions::default),
-            fallback_local: args.fallback_local || sk.fallback_local,
-            client: skydeck_skypilot::ClientOptions {
-                call_timeout: timeout,
-                ..Default::default()
-            },
-        };
-        tracing::info!(endpoint = %target.endpoint, source = %target.endpoint.source, credential = %target.credential_source(), "SkyPilot API server");
-        out.push(Arc::new(SkypilotCollector::new(target, opts)));
     }
     for c in cfg.collectors.iter().filter(|c| c.enabled) {
         out.push(Arc::new(ExternalCollector::new(ExternalSpec {
@@ -182,4 +221,49 @@ fn build_collectors(args: &CollectArgs, cfg: &Config) -> anyhow::Result<Vec<Arc<
         })));
     }
     Ok(out)
+}
+
+fn skypilot_options(
+    args: &CollectArgs,
+    cfg: &Config,
+    default_timeout: Duration,
+) -> anyhow::Result<SkypilotOptions> {
+    let sk = &cfg.skypilot;
+    let breakdown_names = if args.breakdown.is_empty() {
+        &sk.breakdown
+    } else {
+        &args.breakdown
+    };
+    let breakdown = breakdown_names
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| BreakdownKey::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--breakdown: {e}"))?;
+    let pattern = args
+        .training_pattern
+        .as_deref()
+        .or(sk.training_pattern.as_deref())
+        .unwrap_or(DEFAULT_TRAINING_PATTERN);
+    let training_pattern = Regex::new(pattern)
+        .with_context(|| format!("--training-pattern {pattern:?} is not a valid regex"))?;
+    let top = args.breakdown_top.unwrap_or(sk.breakdown_top);
+    if top == 0 {
+        anyhow::bail!("--breakdown-top must be at least 1");
+    }
+    let timeout = args.timeout.or(sk.timeout).unwrap_or(default_timeout);
+    Ok(SkypilotOptions {
+        timeout,
+        fleet: FleetOptions {
+            breakdown,
+            breakdown_top: top,
+            training_pattern,
+        },
+        cluster_queues: (args.cluster_queues || sk.cluster_queues).then(QueueOptions::default),
+        fallback_local: args.fallback_local || sk.fallback_local,
+        client: skydeck_skypilot::ClientOptions {
+            call_timeout: timeout,
+            ..Default::default()
+        },
+    })
 }

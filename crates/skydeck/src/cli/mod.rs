@@ -2,6 +2,7 @@
 
 mod catalog;
 mod collect;
+mod datadog;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,8 @@ pub enum Command {
     Collect(collect::CollectArgs),
     /// Print the metric catalog (every metric skydeck emits, with units and help).
     Catalog(catalog::CatalogArgs),
+    /// Datadog helpers: validate the API key, publish metric metadata.
+    Datadog(datadog::DatadogArgs),
 }
 
 /// Runs the parsed command.
@@ -33,5 +36,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Collect(args) => collect::run(args).await,
         Command::Catalog(args) => catalog::run(args),
+        Command::Datadog(args) => datadog::run(args).await,
     }
 }
