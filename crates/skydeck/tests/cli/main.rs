@@ -6,4 +6,5 @@ mod datadog;
 mod external;
 mod faults;
 mod real_skypilot;
+mod secrets;
 mod util;
