@@ -207,9 +207,8 @@ impl Client {
         self.bounded(path, async {
             let id = self.submit(path, body).await?;
             tracing::debug!(path, request_id = %id, "submitted");
-            let payload = self.get(path, &id).await?;
-            let text = payload.return_value.as_deref().unwrap_or("null");
-            decode(text.as_bytes(), path)
+            let body = self.get(path, &id).await?;
+            decode_return_value(&body, path)
         })
         .await
     }
@@ -231,7 +230,8 @@ impl Client {
         Ok(id)
     }
 
-    async fn get(&self, path: &'static str, id: &str) -> Result<RequestPayload> {
+    /// Waits for the request's result and returns the body of a successful `/api/get`.
+    async fn get(&self, path: &'static str, id: &str) -> Result<Vec<u8>> {
         let resp = self
             .send(
                 self.request(Method::GET, "/api/get")
@@ -256,16 +256,7 @@ impl Client {
             };
         }
         let resp = self.check_status(resp, path).await?;
-        let body = self.read_body(resp, path).await?;
-        let payload: RequestPayload = decode(&body, path)?;
-        match payload.status.as_str() {
-            "SUCCEEDED" => Ok(payload),
-            "CANCELLED" => Err(Error::Cancelled {
-                path,
-                request_id: payload.request_id,
-            }),
-            _ => Err(request_failed(path, payload)),
-        }
+        self.read_body(resp, path).await
     }
 
     async fn send(&self, req: reqwest::RequestBuilder, path: &'static str) -> Result<Response> {
@@ -332,10 +323,12 @@ impl Client {
     /// Reads a body, refusing more than `max_response_bytes`.
     async fn read_body(&self, mut resp: Response, path: &'static str) -> Result<Vec<u8>> {
         let limit = self.opts.max_response_bytes;
-        if resp.content_length().is_some_and(|n| n > limit as u64) {
+        let announced = resp.content_length().unwrap_or(0);
+        if announced > limit as u64 {
             return Err(Error::TooLarge { path, limit });
         }
-        let mut body = Vec::new();
+        // Sized once from Content-Length: growing by doubling would hold up to twice the body.
+        let mut body = Vec::with_capacity(announced as usize);
         while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport(e, path))? {
             if body.len() + chunk.len() > limit {
                 return Err(Error::TooLarge { path, limit });
@@ -343,6 +336,57 @@ impl Client {
             body.extend_from_slice(&chunk);
         }
         Ok(body)
+    }
+}
+
+/// The result of a successful `/api/get` body: checks the request's status, then parses
+/// `return_value` (JSON text inside a JSON string) straight from the escaped bytes.
+fn decode_return_value<T: DeserializeOwned>(body: &[u8], path: &'static str) -> Result<T> {
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        request_id: String,
+        status: String,
+        #[serde(borrow, default)]
+        return_value: Option<&'a serde_json::value::RawValue>,
+        #[serde(default)]
+        error: Option<String>,
+    }
+    let env: Envelope<'_> = decode(body, path)?;
+    match env.status.as_str() {
+        "SUCCEEDED" => {}
+        "CANCELLED" => {
+            return Err(Error::Cancelled {
+                path,
+                request_id: env.request_id,
+            });
+        }
+        _ => {
+            return Err(request_failed(
+                path,
+                RequestPayload {
+                    request_id: env.request_id,
+                    name: None,
+                    status: env.status,
+                    return_value: None,
+                    error: env.error,
+                },
+            ));
+        }
+    }
+    let raw = env.return_value.map_or("null", |r| r.get());
+    match raw.as_bytes() {
+        [b'"', inner @ .., b'"'] => {
+            let reader =
+                std::io::BufReader::with_capacity(64 << 10, crate::unescape::Unescape::new(inner));
+            let de = &mut serde_json::Deserializer::from_reader(reader);
+            serde_path_to_error::deserialize(de).map_err(|e| Error::Decode {
+                path,
+                field: e.path().to_string(),
+                message: e.into_inner().to_string(),
+            })
+        }
+        // Not a string: the server sent the value itself.
+        other => decode(other, path),
     }
 }
 
@@ -369,7 +413,7 @@ fn request_failed(path: &'static str, payload: RequestPayload) -> Error {
     }
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8], path: &'static str) -> Result<T> {
+fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8], path: &'static str) -> Result<T> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
@@ -460,8 +504,9 @@ mod tests {
             "Authentication required"
         );
         assert_eq!(
+            // The server escapes the ANSI colour codes of its message, as JSON requires.
             server_message(
-                b"{\"error\":\"version_mismatch\",\"message\":\"\x1b[31mtoo old\x1b[0m\"}"
+                br#"{"error":"version_mismatch","message":"\u001b[31mtoo old\u001b[0m"}"#
             ),
             "too old"
         );

@@ -16,6 +16,7 @@ pub mod api;
 mod client;
 mod error;
 pub mod target;
+mod unescape;
 
 pub use client::{Client, ClientOptions};
 pub use error::{Error, Result};
