@@ -31,6 +31,12 @@ pub enum CollectError {
         /// Requests still outstanding (SkyPilot API paths).
         waiting_for: Vec<&'static str>,
     },
+    /// The collector could not be set up (e.g. its credential could not be read).
+    #[error("{reason}")]
+    Unavailable {
+        /// What is missing, naming the input.
+        reason: String,
+    },
     /// An external command could not be started.
     #[error("cannot start `{program}`: {reason}")]
     Spawn {

@@ -12,14 +12,20 @@ use crate::{DeliveryReport, Sink, SinkError};
 
 type Out = Mutex<Box<dyn Write + Send>>;
 
-fn write_all(out: &Out, bytes: &[u8]) -> Result<(), SinkError> {
+/// Writes one run's rendering of `points` samples: the stdout sinks' whole delivery.
+fn deliver_text(out: &Out, text: &str, points: usize) -> Result<DeliveryReport, SinkError> {
     let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
-    w.write_all(bytes)
+    w.write_all(text.as_bytes())
         .and_then(|_| w.flush())
         .map_err(|source| SinkError::Io {
             target: "stdout",
             source,
-        })
+        })?;
+    Ok(DeliveryReport {
+        accepted: points,
+        requests: 1,
+        ..Default::default()
+    })
 }
 
 /// One sample per line: `{"name", "value", "unit", "tags", "timestamp"}` (timestamp in epoch
@@ -68,20 +74,12 @@ impl Sink for JsonLinesSink {
         samples: &'a [Sample],
         _deadline: tokio::time::Instant,
     ) -> BoxFuture<'a, Result<DeliveryReport, SinkError>> {
-        async move {
-            let mut buf = String::new();
-            for s in samples {
-                buf.push_str(&json_line(s));
-                buf.push('\n');
-            }
-            write_all(&self.out, buf.as_bytes())?;
-            Ok(DeliveryReport {
-                accepted: samples.len(),
-                requests: 1,
-                ..Default::default()
-            })
+        let mut text = String::new();
+        for s in samples {
+            text.push_str(&json_line(s));
+            text.push('\n');
         }
-        .boxed()
+        async move { deliver_text(&self.out, &text, samples.len()) }.boxed()
     }
 }
 
@@ -167,15 +165,8 @@ impl Sink for TableSink {
         samples: &'a [Sample],
         _deadline: tokio::time::Instant,
     ) -> BoxFuture<'a, Result<DeliveryReport, SinkError>> {
-        async move {
-            write_all(&self.out, render_table(samples).as_bytes())?;
-            Ok(DeliveryReport {
-                accepted: samples.len(),
-                requests: 1,
-                ..Default::default()
-            })
-        }
-        .boxed()
+        let text = render_table(samples);
+        async move { deliver_text(&self.out, &text, samples.len()) }.boxed()
     }
 }
 

@@ -164,8 +164,7 @@ impl Collector for Unavailable {
     }
     fn collect<'a>(&'a self, _: &'a Context) -> BoxFuture<'a, Result<Vec<Sample>, CollectError>> {
         async move {
-            Err(CollectError::Spawn {
-                program: self.name.to_string(),
+            Err(CollectError::Unavailable {
                 reason: self.error.clone(),
             })
         }

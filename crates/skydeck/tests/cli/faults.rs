@@ -287,3 +287,29 @@ fn fallback_local_uses_a_local_server_only_when_asked() {
     );
     assert!(!r.all_output().contains("secret-token-value"));
 }
+
+#[test]
+fn an_unreadable_token_fails_the_skypilot_collector_only() {
+    let fake = FakeSkypilot::start(Behavior::Healthy);
+    let home = tempfile::tempdir().unwrap();
+    // A directory where the token file should be: readable as nothing.
+    let token_dir = home.path().join("token");
+    std::fs::create_dir(&token_dir).unwrap();
+    let cfg = config_with_probe(home.path(), "");
+    let r = run(skydeck(home.path())
+        .args(["collect", "--format", "json", "--config"])
+        .arg(&cfg)
+        .arg("--token-file")
+        .arg(&token_dir)
+        .args(["--endpoint", &fake.url()]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("✗ skypilot:"))
+        .unwrap();
+    assert!(line.contains("cannot read the SkyPilot token"), "{line}");
+    assert!(line.contains(&token_dir.display().to_string()), "{line}");
+    assert_eq!(r.value("probe_ok", &[]), Some(1.0));
+    assert!(fake.requests().is_empty(), "no request without the token");
+}

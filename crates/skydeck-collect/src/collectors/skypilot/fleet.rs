@@ -215,33 +215,38 @@ fn fold_jobs(rows: &[ManagedJobRecord]) -> Vec<Job<'_>> {
         .collect()
 }
 
-fn cluster_dims(r: &ClusterRecord) -> Dims {
-    let acc = r
-        .accelerators
-        .as_deref()
+/// Breakdown dimensions of a `/status` or `/cost_report` record, which name them alike (the
+/// accelerators as a Python dict repr).
+fn record_dims(
+    cloud: Option<&str>,
+    region: Option<&str>,
+    workspace: Option<&str>,
+    user: Option<&str>,
+    accelerators: Option<&str>,
+) -> Dims {
+    let acc = accelerators
         .map(parse_accelerators)
         .and_then(|a| a.into_iter().next().map(|(n, _)| n));
-    Dims::new(
+    Dims::new(cloud, region, workspace, user, acc.as_deref())
+}
+
+fn cluster_dims(r: &ClusterRecord) -> Dims {
+    record_dims(
         r.cloud.as_deref(),
         r.region.as_deref(),
         r.workspace.as_deref(),
         r.user_name.as_deref(),
-        acc.as_deref(),
+        r.accelerators.as_deref(),
     )
 }
 
 fn cost_dims(r: &CostRecord) -> Dims {
-    let acc = r
-        .accelerators
-        .as_deref()
-        .map(parse_accelerators)
-        .and_then(|a| a.into_iter().next().map(|(n, _)| n));
-    Dims::new(
+    record_dims(
         r.cloud.as_deref(),
         r.region.as_deref(),
         r.workspace.as_deref(),
         r.user_name.as_deref(),
-        acc.as_deref(),
+        r.accelerators.as_deref(),
     )
 }
 
