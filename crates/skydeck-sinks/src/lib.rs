@@ -2,8 +2,8 @@
 //!
 //! The seam is [`Sink::deliver`]: one call per run with every sample, returning how many points
 //! were accepted and how many dropped, so the run's summary and exit status can say when
-//! anything was lost. This issue ships the stdout sinks (a human table and JSON lines); the
-//! Datadog and Prometheus sinks plug into the same trait.
+//! anything was lost. Sinks here: a human table and JSON lines on stdout, and Datadog's
+//! metrics intake; a Prometheus sink plugs into the same trait.
 
 pub mod datadog;
 mod stdout;

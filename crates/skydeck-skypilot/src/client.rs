@@ -243,10 +243,11 @@ impl Client {
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             let body = self.read_body(resp, path).await?;
             #[derive(serde::Deserialize)]
-            struct Detail {
-                detail: RequestPayload,
+            struct Detail<'a> {
+                #[serde(borrow)]
+                detail: RequestPayload<'a>,
             }
-            return match serde_json::from_slice::<Detail>(&body) {
+            return match serde_json::from_slice::<Detail<'_>>(&body) {
                 Ok(d) => Err(request_failed(path, d.detail)),
                 Err(_) => Err(Error::Status {
                     path,
@@ -342,38 +343,18 @@ impl Client {
 /// The result of a successful `/api/get` body: checks the request's status, then parses
 /// `return_value` (JSON text inside a JSON string) straight from the escaped bytes.
 fn decode_return_value<T: DeserializeOwned>(body: &[u8], path: &'static str) -> Result<T> {
-    #[derive(serde::Deserialize)]
-    struct Envelope<'a> {
-        request_id: String,
-        status: String,
-        #[serde(borrow, default)]
-        return_value: Option<&'a serde_json::value::RawValue>,
-        #[serde(default)]
-        error: Option<String>,
-    }
-    let env: Envelope<'_> = decode(body, path)?;
-    match env.status.as_str() {
+    let payload: RequestPayload<'_> = decode(body, path)?;
+    match payload.status.as_str() {
         "SUCCEEDED" => {}
         "CANCELLED" => {
             return Err(Error::Cancelled {
                 path,
-                request_id: env.request_id,
+                request_id: payload.request_id,
             });
         }
-        _ => {
-            return Err(request_failed(
-                path,
-                RequestPayload {
-                    request_id: env.request_id,
-                    name: None,
-                    status: env.status,
-                    return_value: None,
-                    error: env.error,
-                },
-            ));
-        }
+        _ => return Err(request_failed(path, payload)),
     }
-    let raw = env.return_value.map_or("null", |r| r.get());
+    let raw = payload.return_value.map_or("null", |r| r.get());
     match raw.as_bytes() {
         [b'"', inner @ .., b'"'] => {
             let reader =
@@ -390,7 +371,7 @@ fn decode_return_value<T: DeserializeOwned>(body: &[u8], path: &'static str) -> 
     }
 }
 
-fn request_failed(path: &'static str, payload: RequestPayload) -> Error {
+fn request_failed(path: &'static str, payload: RequestPayload<'_>) -> Error {
     let err: Option<RequestError> = payload
         .error
         .as_deref()

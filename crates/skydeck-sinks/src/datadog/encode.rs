@@ -116,14 +116,16 @@ impl Encoded {
 /// `global_tags` (`env:prod`, `service:skydeck`, DD_TAGS) are added to every series; `host`,
 /// when set, becomes the series' host resource (by default series carry none: fleet metrics
 /// belong to no host).
-pub fn encode(
-    samples: &[Sample],
+pub fn encode<'a>(
+    samples: impl IntoIterator<Item = &'a Sample>,
     global_tags: &[String],
     host: Option<&str>,
 ) -> (Encoded, Vec<Rejected>) {
+    let samples = samples.into_iter();
+    let hint = samples.size_hint().0;
     let mut enc = Encoded {
-        buf: Vec::with_capacity(samples.len() * 160),
-        offsets: Vec::with_capacity(samples.len() + 1),
+        buf: Vec::with_capacity(hint * 160),
+        offsets: Vec::with_capacity(hint + 1),
     };
     let mut rejected = Vec::new();
     let mut name = String::new();

@@ -111,9 +111,7 @@ impl DatadogSink {
                 stale.len()
             ));
         }
-        let fresh: Vec<Sample> = fresh.into_iter().cloned().collect();
-        let (enc, rejected) =
-            encode::encode(&fresh, &self.config.tags, self.config.host.as_deref());
+        let (enc, rejected) = encode::encode(fresh, &self.config.tags, self.config.host.as_deref());
         for r in &rejected {
             tracing::warn!(metric = %r.metric, "not sent to Datadog: {}", r.reason);
         }

@@ -1,21 +1,21 @@
 //! `RequestPayload`, what `GET /api/get` returns for every asynchronous request.
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// The body of `/api/get` (200) or its `detail` (500). Only the fields skydeck reads; the
-/// pickled `entrypoint`/`request_body` are ignored.
+/// pickled `entrypoint`/`request_body` are ignored. `return_value` is borrowed from the body
+/// as it arrived (JSON text inside a JSON string), so a multi-megabyte result is not copied
+/// before it is parsed.
 #[derive(Debug, Clone, Deserialize)]
-pub struct RequestPayload {
+pub struct RequestPayload<'a> {
     /// Full request id.
     pub request_id: String,
-    /// `sky.status`, `sky.jobs.queue_v2`, ….
-    #[serde(default)]
-    pub name: Option<String>,
     /// `PENDING`, `WAITING`, `RUNNING`, `SUCCEEDED`, `FAILED` or `CANCELLED`.
     pub status: String,
-    /// JSON text of the result (`"null"` on failure).
-    #[serde(default)]
-    pub return_value: Option<String>,
+    /// The result: a JSON string holding JSON text (`"null"` on failure).
+    #[serde(borrow, default)]
+    pub return_value: Option<&'a RawValue>,
     /// JSON text: `"null"` or `{"object", "type", "message"}`.
     #[serde(default)]
     pub error: Option<String>,
