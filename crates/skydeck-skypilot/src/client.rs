@@ -9,8 +9,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    ClusterJob, ClusterQueueQuery, CostRecord, CostReportQuery, Health, JobsQueue, JobsQueueQuery,
-    RequestError, RequestPayload, StatusQuery,
+    ClusterJob, ClusterQueueQuery, CostRecord, CostReportQuery, DownBody, Health, JobsQueue,
+    JobsQueueQuery, LaunchBody, LaunchResult, RequestError, RequestPayload, RequestSummary,
+    StatusQuery,
 };
 use crate::error::{Error, Result};
 use crate::target::Target;
@@ -196,6 +197,76 @@ impl Client {
     /// `POST /queue`: one cluster's job queue.
     pub async fn cluster_queue(&self, query: &ClusterQueueQuery) -> Result<Vec<ClusterJob>> {
         self.call("/queue", query).await
+    }
+
+    /// Submits `POST /launch` and returns the request id at once (the launch takes minutes;
+    /// follow it with [`Client::request_status`]).
+    pub async fn submit_launch(&self, body: &LaunchBody<'_>) -> Result<String> {
+        self.bounded("/launch", self.submit("/launch", body)).await
+    }
+
+    /// Submits `POST /down` and returns the request id.
+    pub async fn submit_down(&self, body: &DownBody<'_>) -> Result<String> {
+        self.bounded("/down", self.submit("/down", body)).await
+    }
+
+    /// The row of one request in the server's request table, without waiting for it
+    /// (`GET /api/status`). `None` when the server does not know the id.
+    pub async fn request_status(&self, request_id: &str) -> Result<Option<RequestSummary>> {
+        let rows = self
+            .request_table(&[("request_ids", request_id), ("all_status", "true")])
+            .await?;
+        Ok(rows.into_iter().find(|r| r.request_id == request_id))
+    }
+
+    /// Every request (finished or not) the server holds for `cluster_name`.
+    pub async fn requests_for_cluster(&self, cluster_name: &str) -> Result<Vec<RequestSummary>> {
+        let rows = self
+            .request_table(&[("cluster_name", cluster_name), ("all_status", "true")])
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.cluster_name.as_deref() == Some(cluster_name))
+            .collect())
+    }
+
+    async fn request_table(&self, query: &[(&str, &str)]) -> Result<Vec<RequestSummary>> {
+        const PATH: &str = "/api/status";
+        self.bounded(PATH, async {
+            let resp = self
+                .send(self.request(Method::GET, PATH).query(query), PATH)
+                .await?;
+            let resp = self.check_status(resp, PATH).await?;
+            let body = self.read_body(resp, PATH).await?;
+            decode(&body, PATH)
+        })
+        .await
+    }
+
+    /// The outcome of a finished launch: its result, or the request's failure
+    /// ([`Error::RequestFailed`] with SkyPilot's exception type and message).
+    pub async fn launch_result(&self, request_id: &str) -> Result<LaunchResult> {
+        self.finished("/launch", request_id).await
+    }
+
+    /// The outcome of a finished `/down` (`null` on success).
+    pub async fn down_result(&self, request_id: &str) -> Result<()> {
+        let _: serde_json::Value = self.finished("/down", request_id).await?;
+        Ok(())
+    }
+
+    /// `/api/get` of a request already known to be finished (so the long poll returns at once),
+    /// under the call deadline.
+    pub async fn finished<T: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        request_id: &str,
+    ) -> Result<T> {
+        self.bounded(path, async {
+            let body = self.get(path, request_id).await?;
+            decode_return_value(&body, path)
+        })
+        .await
     }
 
     /// Submits an asynchronous request and waits for its result, all within the call deadline.

@@ -8,6 +8,7 @@
 //! tested against the real server.
 
 pub mod datadog;
+pub mod fleet;
 mod http;
 
 use std::net::SocketAddr;
@@ -61,7 +62,7 @@ pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/skypilot")
 }
 
-fn fixture(name: &str) -> String {
+pub(crate) fn fixture(name: &str) -> String {
     let path = fixtures_dir().join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }

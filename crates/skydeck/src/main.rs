@@ -21,12 +21,19 @@ fn main() -> ExitCode {
     // needs to be told which one to use.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    // One thread: the work is waiting on servers and child processes, and a single thread
-    // keeps one malloc arena, which matters for the peak RSS of a 5,000-job collection.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // One thread for the one-shot commands: the work is waiting on servers and child
+    // processes, and a single thread keeps one malloc arena, which matters for the peak RSS of
+    // a 5,000-job collection. The control plane serves many clients: a thread per core.
+    let runtime = if cli.command.is_server() {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 pub struct CostReportQuery {
     /// Terminated clusters active within this many days are included (live ones always are).
     pub days: u32,
+    /// Only these clusters (`None`: all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_names: Option<Vec<String>>,
 }
 
 /// One record of `/cost_report`, the fields skydeck reads. `resources` (a pickle) is skipped.

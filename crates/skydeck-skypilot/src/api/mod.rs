@@ -7,6 +7,7 @@
 mod cost;
 mod health;
 mod jobs;
+mod launch;
 mod queue;
 mod request;
 mod status;
@@ -14,6 +15,7 @@ mod status;
 pub use cost::{CostRecord, CostReportQuery};
 pub use health::Health;
 pub use jobs::{JobsQueue, JobsQueueQuery, ManagedJobRecord, ManagedJobStatus};
+pub use launch::{DownBody, LaunchBody, LaunchResult, RequestSummary};
 pub use queue::{ClusterJob, ClusterJobStatus, ClusterQueueQuery};
 pub use request::{RequestError, RequestPayload};
 pub use status::{ClusterRecord, ClusterStatus, StatusQuery};

@@ -2,7 +2,9 @@
 
 mod catalog;
 mod collect;
+mod control;
 mod datadog;
+mod nodes;
 
 use std::process::ExitCode;
 
@@ -29,6 +31,18 @@ pub enum Command {
     Catalog(catalog::CatalogArgs),
     /// Datadog helpers: validate the API key, publish metric metadata.
     Datadog(datadog::DatadogArgs),
+    /// Run the control plane: admin API, node agent API and the reconciler that launches and
+    /// terminates vLLM nodes through SkyPilot.
+    Control(control::ControlArgs),
+    /// Launch, terminate, show and list nodes through a control plane.
+    Nodes(nodes::NodesArgs),
+}
+
+impl Command {
+    /// Whether the command serves many requests at once (and wants a thread per core).
+    pub fn is_server(&self) -> bool {
+        matches!(self, Command::Control(_))
+    }
 }
 
 /// Runs the parsed command.
@@ -37,5 +51,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Collect(args) => collect::run(args).await,
         Command::Catalog(args) => catalog::run(args),
         Command::Datadog(args) => datadog::run(args).await,
+        Command::Control(args) => control::run(args).await,
+        Command::Nodes(args) => nodes::run(args).await,
     }
 }

@@ -163,7 +163,10 @@ impl SkypilotCollector {
         pending: &Pending,
     ) -> Result<Fleet, skydeck_skypilot::Error> {
         let (status_q, jobs_q) = (StatusQuery::default(), JobsQueueQuery::default());
-        let cost_q = CostReportQuery { days: COST_DAYS };
+        let cost_q = CostReportQuery {
+            days: COST_DAYS,
+            cluster_names: None,
+        };
         let (clusters, jobs, costs) = tokio::try_join!(
             pending.track("/status", client.status(&status_q)),
             pending.track("/jobs/queue/v2", client.jobs_queue(&jobs_q)),

@@ -1,0 +1,422 @@
+//! The launch request (`NodeConfig`, the seed's shape) and its validation into a [`NodeSpec`],
+//! the only form the rest of the control plane accepts. Every rule names the field it checks,
+//! so a rejected request gets a 422 that says what to change.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::offerings::{GPU_COUNTS, Provider};
+use crate::vllm_args;
+
+/// A launch request as clients send it (seed 003's `NodeConfig`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// A UUID for the node; generated when absent.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// aws, gcp, azure, lambda, oci or kubernetes.
+    #[serde(default)]
+    pub provider: String,
+    /// A region of the provider (a kubeconfig context for Kubernetes).
+    #[serde(default)]
+    pub region: String,
+    /// A GPU name, optionally with a count: `A100`, `A100:2`.
+    #[serde(default)]
+    pub gpu: String,
+    /// A Hugging Face model id, `org/name`.
+    #[serde(default)]
+    pub model: String,
+    /// Spot capacity; defaults to true where the provider has spot.
+    #[serde(default)]
+    pub use_spot: Option<bool>,
+    /// Disk in GB; default 256.
+    #[serde(default)]
+    pub disk_size: Option<i64>,
+    /// Extra vLLM flags, from an allow-list.
+    #[serde(default)]
+    pub vllm_args: Option<String>,
+}
+
+/// A validated launch request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeSpec {
+    /// The node's UUID.
+    pub node_id: uuid::Uuid,
+    /// The provider.
+    pub provider: Provider,
+    /// The region or Kubernetes context.
+    pub region: String,
+    /// The GPU name as SkyPilot spells it.
+    pub gpu: String,
+    /// GPUs per node.
+    pub gpu_count: u32,
+    /// The Hugging Face model id.
+    pub model: String,
+    /// Spot capacity.
+    pub use_spot: bool,
+    /// Disk in GB.
+    pub disk_size: u32,
+    /// vLLM arguments, one per element.
+    pub vllm_args: Vec<String>,
+}
+
+/// A broken rule: which field, and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("{field}: {rule}")]
+pub struct Invalid {
+    /// The field of the request.
+    pub field: &'static str,
+    /// What is wrong and what is expected.
+    pub rule: String,
+}
+
+fn invalid(field: &'static str, rule: impl Into<String>) -> Invalid {
+    Invalid {
+        field,
+        rule: rule.into(),
+    }
+}
+
+/// Smallest and largest disk, in GB. SkyPilot's images need 50 GB; 16 TB is past any GPU VM's
+/// boot-disk limit.
+pub const DISK_RANGE: std::ops::RangeInclusive<i64> = 50..=16_384;
+/// The default disk (the seed's).
+pub const DEFAULT_DISK: u32 = 256;
+
+/// Hugging Face's repo id rules: `org/name`, each part letters, digits, `-`, `_`, `.`, not
+/// starting or ending with `-` or `.`, no `--` or `..`, at most 96 characters.
+static MODEL_PART: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?$").expect("regex")
+});
+/// A kubeconfig context name: what `kubectl` and cloud tools generate
+/// (`gke_project_zone_cluster`, `arn:aws:eks:…:cluster/name`, `user@cluster`).
+static CONTEXT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,252}$").expect("regex"));
+
+/// Options of validation that belong to the deployment.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// Kubernetes contexts a node may use; empty = any context of a valid shape.
+    pub kubernetes_contexts: Vec<String>,
+}
+
+impl NodeConfig {
+    /// Checks every field; the first broken rule is returned.
+    pub fn validate(&self, rules: &Rules) -> Result<NodeSpec, Invalid> {
+        let node_id = match self.node_id.as_deref() {
+            None | Some("") => uuid::Uuid::new_v4(),
+            Some(s) => uuid::Uuid::try_parse(s)
+                .ok()
+                .filter(|u| !u.is_nil())
+                .ok_or_else(|| {
+                    invalid(
+                        "node_id",
+                        format!(
+                            "{} is not a UUID (omit it to have one generated)",
+                            vllm_args::printable(s)
+                        ),
+                    )
+                })?,
+        };
+        let provider = Provider::parse(&self.provider).ok_or_else(|| {
+            invalid(
+                "provider",
+                format!(
+                    "{} is not one of aws, gcp, azure, lambda, oci, kubernetes",
+                    vllm_args::printable(&self.provider)
+                ),
+            )
+        })?;
+        let offering = provider.offering();
+        let region = self.region.clone();
+        if provider == Provider::Kubernetes {
+            if !CONTEXT.is_match(&region) {
+                return Err(invalid(
+                    "region",
+                    format!(
+                        "{} is not a kubeconfig context name (letters, digits and _.:@/-)",
+                        vllm_args::printable(&region)
+                    ),
+                ));
+            }
+            if !rules.kubernetes_contexts.is_empty() && !rules.kubernetes_contexts.contains(&region)
+            {
+                return Err(invalid(
+                    "region",
+                    format!(
+                        "{} is not an allowed Kubernetes context (allowed: {})",
+                        vllm_args::printable(&region),
+                        rules.kubernetes_contexts.join(", ")
+                    ),
+                ));
+            }
+        } else if !offering.regions.contains(&region.as_str()) {
+            return Err(invalid(
+                "region",
+                format!(
+                    "{} is not a known {provider} region (known: {})",
+                    vllm_args::printable(&region),
+                    offering.regions.join(", ")
+                ),
+            ));
+        }
+        let (gpu, count) = match self.gpu.split_once(':') {
+            Some((g, c)) => (g, Some(c)),
+            None => (self.gpu.as_str(), None),
+        };
+        let Some(gpu) = offering
+            .gpus
+            .iter()
+            .find(|g| g.eq_ignore_ascii_case(gpu))
+            .copied()
+        else {
+            return Err(invalid(
+                "gpu",
+                format!(
+                    "{} is not a GPU {provider} offers (known: {})",
+                    vllm_args::printable(&self.gpu),
+                    offering.gpus.join(", ")
+                ),
+            ));
+        };
+        let gpu_count = match count {
+            None => 1,
+            Some(c) => c
+                .parse::<u32>()
+                .ok()
+                .filter(|n| GPU_COUNTS.contains(n) && c.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| {
+                    invalid(
+                        "gpu",
+                        format!(
+                            "count {} is not one of 1, 2, 4, 8, 16",
+                            vllm_args::printable(c)
+                        ),
+                    )
+                })?,
+        };
+        let model = self.model.as_str();
+        let model_ok = model.len() <= 193
+            && model
+                .split_once('/')
+                .is_some_and(|(org, name)| part_ok(org) && part_ok(name));
+        if !model_ok {
+            return Err(invalid(
+                "model",
+                format!(
+                    "{} is not a Hugging Face model id (org/name: letters, digits, - _ .)",
+                    vllm_args::printable(model)
+                ),
+            ));
+        }
+        let use_spot = match self.use_spot {
+            None => offering.spot,
+            Some(true) if !offering.spot => {
+                return Err(invalid(
+                    "use_spot",
+                    format!("{provider} has no spot capacity; set use_spot to false"),
+                ));
+            }
+            Some(v) => v,
+        };
+        let disk_size = match self.disk_size {
+            None => DEFAULT_DISK,
+            Some(d) if DISK_RANGE.contains(&d) => d as u32,
+            Some(d) => {
+                return Err(invalid(
+                    "disk_size",
+                    format!(
+                        "{d} GB is outside {}..={} GB",
+                        DISK_RANGE.start(),
+                        DISK_RANGE.end()
+                    ),
+                ));
+            }
+        };
+        let vllm_args = match self.vllm_args.as_deref() {
+            None => Vec::new(),
+            Some(text) => vllm_args::parse(text).map_err(|rule| invalid("vllm_args", rule))?,
+        };
+        Ok(NodeSpec {
+            node_id,
+            provider,
+            region,
+            gpu: gpu.to_string(),
+            gpu_count,
+            model: model.to_string(),
+            use_spot,
+            disk_size,
+            vllm_args,
+        })
+    }
+}
+
+fn part_ok(part: &str) -> bool {
+    MODEL_PART.is_match(part) && !part.contains("--") && !part.contains("..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed_basic() -> NodeConfig {
+        NodeConfig {
+            provider: "aws".into(),
+            region: "us-west-2".into(),
+            gpu: "A10G".into(),
+            model: "meta-llama/Llama-2-7b-chat-hf".into(),
+            use_spot: Some(true),
+            ..NodeConfig::default()
+        }
+    }
+
+    #[test]
+    fn seed_examples_validate() {
+        let spec = seed_basic().validate(&Rules::default()).unwrap();
+        assert_eq!(spec.disk_size, 256);
+        assert_eq!(spec.gpu_count, 1);
+        let adv = NodeConfig {
+            provider: "gcp".into(),
+            region: "us-central1".into(),
+            gpu: "a100:2".into(),
+            model: "meta-llama/Llama-2-70b-chat-hf".into(),
+            disk_size: Some(512),
+            vllm_args: Some("--tensor-parallel-size 2 --max-model-len 4096".into()),
+            ..NodeConfig::default()
+        };
+        let spec = adv.validate(&Rules::default()).unwrap();
+        assert_eq!((spec.gpu.as_str(), spec.gpu_count), ("A100", 2));
+        assert!(spec.use_spot, "gcp defaults to spot");
+        let lambda = NodeConfig {
+            provider: "lambda".into(),
+            region: "us-east-1".into(),
+            gpu: "H100".into(),
+            model: "mistralai/Mixtral-8x7B-Instruct-v0.1".into(),
+            use_spot: Some(false),
+            disk_size: Some(1024),
+            ..NodeConfig::default()
+        };
+        assert!(!lambda.validate(&Rules::default()).unwrap().use_spot);
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        let cases: Vec<(NodeConfig, &str)> = vec![
+            (
+                NodeConfig {
+                    provider: "ibm".into(),
+                    ..seed_basic()
+                },
+                "provider",
+            ),
+            (
+                NodeConfig {
+                    region: "mars-1".into(),
+                    ..seed_basic()
+                },
+                "region",
+            ),
+            (
+                NodeConfig {
+                    gpu: "TPU".into(),
+                    ..seed_basic()
+                },
+                "gpu",
+            ),
+            (
+                NodeConfig {
+                    gpu: "A10G:3".into(),
+                    ..seed_basic()
+                },
+                "gpu",
+            ),
+            (
+                NodeConfig {
+                    model: "llama".into(),
+                    ..seed_basic()
+                },
+                "model",
+            ),
+            (
+                NodeConfig {
+                    model: "a/b;rm -rf /".into(),
+                    ..seed_basic()
+                },
+                "model",
+            ),
+            (
+                NodeConfig {
+                    model: "-a/b".into(),
+                    ..seed_basic()
+                },
+                "model",
+            ),
+            (
+                NodeConfig {
+                    disk_size: Some(10),
+                    ..seed_basic()
+                },
+                "disk_size",
+            ),
+            (
+                NodeConfig {
+                    disk_size: Some(1 << 40),
+                    ..seed_basic()
+                },
+                "disk_size",
+            ),
+            (
+                NodeConfig {
+                    node_id: Some("x".into()),
+                    ..seed_basic()
+                },
+                "node_id",
+            ),
+            (
+                NodeConfig {
+                    provider: "lambda".into(),
+                    region: "us-east-1".into(),
+                    gpu: "H100".into(),
+                    use_spot: Some(true),
+                    ..seed_basic()
+                },
+                "use_spot",
+            ),
+            (
+                NodeConfig {
+                    vllm_args: Some("--port 1".into()),
+                    ..seed_basic()
+                },
+                "vllm_args",
+            ),
+        ];
+        for (cfg, field) in cases {
+            let err = cfg.validate(&Rules::default()).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+        }
+    }
+
+    #[test]
+    fn kubernetes_contexts() {
+        let k = NodeConfig {
+            provider: "kubernetes".into(),
+            region: "gke_ml-platform_us-central1_h100-pool".into(),
+            gpu: "H100:8".into(),
+            model: "Qwen/Qwen2.5-7B-Instruct".into(),
+            ..NodeConfig::default()
+        };
+        assert!(!k.validate(&Rules::default()).unwrap().use_spot);
+        let rules = Rules {
+            kubernetes_contexts: vec!["other".into()],
+        };
+        assert_eq!(k.validate(&rules).unwrap_err().field, "region");
+        let bad = NodeConfig {
+            region: "ctx\nname: x".into(),
+            ..k
+        };
+        assert_eq!(bad.validate(&Rules::default()).unwrap_err().field, "region");
+    }
+}

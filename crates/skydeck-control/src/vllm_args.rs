@@ -1,0 +1,218 @@
+//! `vllm_args`: the one free-text field of a launch request. It is split like a shell would
+//! split it (`shlex`), every flag must be on an allow-list with a value of the right shape, and
+//! the result is a list of separate arguments that the task passes to vLLM one by one, each
+//! quoted. Nothing in it can become shell syntax, another flag of skydeck's own
+//! (`--model`, `--host`, `--port`) or an option that makes vLLM execute code from the model
+//! repository (`--trust-remote-code`).
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// The shape a flag's value must have.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// A flag without a value.
+    Switch,
+    /// An integer in the range.
+    Int(i64, i64),
+    /// A decimal number in the range (exclusive low, inclusive high).
+    Fraction(f64, f64),
+    /// One of the listed words.
+    OneOf(&'static [&'static str]),
+    /// A name: letters, digits and `._-/`, up to 128 characters.
+    Name,
+}
+
+/// The allowed flags. Each is a real vLLM engine or server option.
+const FLAGS: &[(&str, Shape)] = &[
+    ("--tensor-parallel-size", Shape::Int(1, 64)),
+    ("--pipeline-parallel-size", Shape::Int(1, 64)),
+    ("--data-parallel-size", Shape::Int(1, 64)),
+    ("--max-model-len", Shape::Int(1, 10_000_000)),
+    ("--max-num-seqs", Shape::Int(1, 65_536)),
+    ("--max-num-batched-tokens", Shape::Int(1, 10_000_000)),
+    ("--gpu-memory-utilization", Shape::Fraction(0.0, 1.0)),
+    ("--swap-space", Shape::Int(0, 1024)),
+    (
+        "--block-size",
+        Shape::OneOf(&["8", "16", "32", "64", "128"]),
+    ),
+    ("--seed", Shape::Int(0, i32::MAX as i64)),
+    (
+        "--dtype",
+        Shape::OneOf(&["auto", "half", "float16", "bfloat16", "float", "float32"]),
+    ),
+    (
+        "--kv-cache-dtype",
+        Shape::OneOf(&["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]),
+    ),
+    (
+        "--quantization",
+        Shape::OneOf(&[
+            "awq",
+            "awq_marlin",
+            "gptq",
+            "gptq_marlin",
+            "fp8",
+            "bitsandbytes",
+            "compressed-tensors",
+            "gguf",
+            "marlin",
+        ]),
+    ),
+    (
+        "--tokenizer-mode",
+        Shape::OneOf(&["auto", "slow", "mistral"]),
+    ),
+    ("--served-model-name", Shape::Name),
+    ("--revision", Shape::Name),
+    ("--max-logprobs", Shape::Int(0, 1024)),
+    ("--max-loras", Shape::Int(1, 256)),
+    ("--max-lora-rank", Shape::Int(1, 512)),
+    ("--enforce-eager", Shape::Switch),
+    ("--enable-prefix-caching", Shape::Switch),
+    ("--no-enable-prefix-caching", Shape::Switch),
+    ("--enable-chunked-prefill", Shape::Switch),
+    ("--enable-lora", Shape::Switch),
+    ("--disable-log-requests", Shape::Switch),
+    ("--disable-log-stats", Shape::Switch),
+];
+
+/// Flags skydeck sets itself, with the reason a request may not.
+const RESERVED: &[(&str, &str)] = &[
+    ("--model", "the model comes from the `model` field"),
+    ("--host", "skydeck binds vLLM itself"),
+    ("--port", "skydeck serves vLLM on port 8000"),
+    (
+        "--trust-remote-code",
+        "it runs code from the model repository on the node",
+    ),
+    ("--api-key", "credentials never go in vllm_args"),
+];
+
+/// Longest `vllm_args` accepted, in bytes.
+pub const MAX_LEN: usize = 2048;
+
+static NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$").expect("regex"));
+
+/// Splits and checks `vllm_args`. The error says which argument broke which rule.
+pub fn parse(text: &str) -> Result<Vec<String>, String> {
+    if text.len() > MAX_LEN {
+        return Err(format!("is longer than {MAX_LEN} bytes"));
+    }
+    let words = shlex::split(text).ok_or("has an unbalanced quote or a trailing backslash")?;
+    let mut out = Vec::with_capacity(words.len());
+    let mut it = words.into_iter().peekable();
+    while let Some(word) = it.next() {
+        let (flag, inline) = match word.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (word.clone(), None),
+        };
+        if let Some((_, why)) = RESERVED.iter().find(|(f, _)| *f == flag) {
+            return Err(format!("may not set {flag}: {why}"));
+        }
+        let Some((_, shape)) = FLAGS.iter().find(|(f, _)| *f == flag) else {
+            return Err(format!(
+                "has {} which is not an allowed vLLM flag (allowed: {})",
+                printable(&flag),
+                FLAGS.iter().map(|(f, _)| *f).collect::<Vec<_>>().join(", ")
+            ));
+        };
+        if let Shape::Switch = shape {
+            if inline.is_some() {
+                return Err(format!("{flag} takes no value"));
+            }
+            out.push(flag);
+            continue;
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => match it.next_if(|w| !w.starts_with("--")) {
+                Some(v) => v,
+                None => return Err(format!("{flag} needs a value")),
+            },
+        };
+        check(&flag, *shape, &value)?;
+        out.push(flag);
+        out.push(value);
+    }
+    Ok(out)
+}
+
+fn check(flag: &str, shape: Shape, value: &str) -> Result<(), String> {
+    let ok = match shape {
+        Shape::Switch => true,
+        Shape::Int(lo, hi) => value
+            .parse::<i64>()
+            .is_ok_and(|v| (lo..=hi).contains(&v) && value.bytes().all(|b| b.is_ascii_digit())),
+        Shape::Fraction(lo, hi) => {
+            value.len() <= 12
+                && value.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+                && value.parse::<f64>().is_ok_and(|v| v > lo && v <= hi)
+        }
+        Shape::OneOf(words) => words.contains(&value),
+        Shape::Name => NAME.is_match(value) && !value.contains(".."),
+    };
+    if ok {
+        return Ok(());
+    }
+    let expected = match shape {
+        Shape::Switch => String::new(),
+        Shape::Int(lo, hi) => format!("an integer from {lo} to {hi}"),
+        Shape::Fraction(lo, hi) => format!("a number above {lo} and at most {hi}"),
+        Shape::OneOf(words) => format!("one of {}", words.join(", ")),
+        Shape::Name => "a name of letters, digits and ._-/ (at most 128)".into(),
+    };
+    Err(format!(
+        "{flag} has value {} but expects {expected}",
+        printable(value)
+    ))
+}
+
+/// A value safe to put in an error message: quoted, control characters escaped, shortened.
+pub(crate) fn printable(s: &str) -> String {
+    let short: String = s.chars().take(64).collect();
+    let more = if s.chars().count() > 64 { "…" } else { "" };
+    format!("{:?}{more}", short)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_examples_parse() {
+        assert_eq!(
+            parse("--tensor-parallel-size 2 --max-model-len 4096").unwrap(),
+            ["--tensor-parallel-size", "2", "--max-model-len", "4096"]
+        );
+        assert_eq!(
+            parse("--gpu-memory-utilization=0.9 --enforce-eager").unwrap(),
+            ["--gpu-memory-utilization", "0.9", "--enforce-eager"]
+        );
+        assert!(parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn hostile_input_is_rejected_with_the_rule() {
+        for (input, needle) in [
+            ("--max-model-len 4096; rm -rf /", "not an allowed"),
+            ("--max-model-len $(id)", "expects an integer"),
+            ("--served-model-name `id`", "expects a name"),
+            ("--model evil/model", "may not set --model"),
+            ("--trust-remote-code", "runs code"),
+            ("--dtype 'half", "unbalanced quote"),
+            ("--enforce-eager=1", "takes no value"),
+            ("--max-model-len", "needs a value"),
+            ("--gpu-memory-utilization 1e9", "expects a number"),
+            ("--max-model-len 0x10", "expects an integer"),
+            ("--revision ../../etc", "expects a name"),
+        ] {
+            let err = parse(input).unwrap_err();
+            assert!(err.contains(needle), "{input}: {err}");
+        }
+        assert!(parse(&"--enforce-eager ".repeat(200)).is_err());
+    }
+}
