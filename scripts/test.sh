@@ -2,7 +2,9 @@
 # Runs every test of the workspace, against real peers.
 #
 # 1. installs the test peers under target/peers: a virtualenv with skypilot[server]==0.14.1,
-#    and one with the judges (datadog-api-client, moto, kubernetes-validate, hadolint),
+#    and one with the judges (datadog-api-client, moto, kubernetes-validate, hadolint);
+#    promtool (Debian's prometheus package) when missing; finds PostgreSQL on 127.0.0.1:5432
+#    or starts a throwaway one with pg_ctl,
 # 2. starts two real SkyPilot API servers on 127.0.0.1, each with its own HOME under
 #    target/peers and a seeded fleet (10 clusters / 50 jobs and 200 clusters / 5000 jobs),
 #    and moto's AWS Secrets Manager, while the tests compile,
@@ -19,11 +21,16 @@ peer=scripts/peers/skypilot.sh
 
 scripts/peers/skypilot.sh install
 scripts/peers/pytools.sh install
+SKYDECK_TEST_PROMTOOL=$(scripts/peers/prometheus.sh install | tail -n 1)
+export SKYDECK_TEST_PROMTOOL
+SKYDECK_TEST_DATABASE_URL=$(scripts/peers/postgres.sh url | tail -n 1)
+export SKYDECK_TEST_DATABASE_URL
 
 stop_peers() {
   "$peer" down test-small >/dev/null 2>&1 || true
   "$peer" down test-large >/dev/null 2>&1 || true
   scripts/peers/moto.sh stop >/dev/null 2>&1 || true
+  scripts/peers/postgres.sh stop >/dev/null 2>&1 || true
 }
 trap stop_peers EXIT
 

@@ -192,40 +192,42 @@ impl Reconciler {
             .collect();
         for node in &live {
             let cluster = by_name.get(node.cluster_name.as_str()).copied();
-            match (node.status, cluster) {
-                (
-                    NodeStatus::Initializing | NodeStatus::Active | NodeStatus::Unhealthy,
-                    None,
-                ) => {
-                    if self
-                        .db
-                        .transition(
-                            &node.id,
-                            &[node.status],
-                            NodeStatus::Terminated,
-                            Some("the cluster is gone from SkyPilot (preempted, or taken down outside skydeck)"),
-                        )
-                        .await?
-                    {
-                        tracing::warn!(cluster = %node.cluster_name, "cluster gone from SkyPilot; node marked terminated");
-                    }
+            let change = match (node.status, cluster) {
+                (NodeStatus::Initializing | NodeStatus::Active | NodeStatus::Unhealthy, None) => {
+                    Some((
+                        NodeStatus::Terminated,
+                        "the cluster is gone from SkyPilot (preempted, or taken down outside skydeck)"
+                            .to_string(),
+                    ))
                 }
-                (NodeStatus::Draining, None) if node.down_request_id.is_none() && node.initializing_at.is_some() => {
-                    self.db
-                        .transition(&node.id, &[NodeStatus::Draining], NodeStatus::Terminated, Some("the cluster was already gone from SkyPilot"))
-                        .await?;
+                // Draining, never sent to /down, and the cluster (which did come up) is gone.
+                (NodeStatus::Draining, None)
+                    if node.down_request_id.is_none() && node.initializing_at.is_some() =>
+                {
+                    Some((
+                        NodeStatus::Terminated,
+                        "the cluster was already gone from SkyPilot".to_string(),
+                    ))
                 }
-                (NodeStatus::Active | NodeStatus::Initializing, Some(s)) if s != ClusterStatus::Up => {
-                    let reason = format!("SkyPilot reports the cluster {}", s.as_str());
-                    if self
-                        .db
-                        .transition(&node.id, &[node.status], NodeStatus::Unhealthy, Some(&reason))
-                        .await?
-                    {
-                        tracing::warn!(cluster = %node.cluster_name, status = s.as_str(), "cluster not UP; node unhealthy");
-                    }
+                (NodeStatus::Active | NodeStatus::Initializing, Some(s))
+                    if s != ClusterStatus::Up =>
+                {
+                    Some((
+                        NodeStatus::Unhealthy,
+                        format!("SkyPilot reports the cluster {}", s.as_str()),
+                    ))
                 }
-                _ => {}
+                _ => None,
+            };
+            let Some((to, reason)) = change else {
+                continue;
+            };
+            if self
+                .db
+                .transition(&node.id, &[node.status], to, Some(&reason))
+                .await?
+            {
+                tracing::warn!(cluster = %node.cluster_name, status = %to, %reason, "drift repaired");
             }
         }
         // Clusters with our prefix the table does not hold at all: reported, never adopted (a

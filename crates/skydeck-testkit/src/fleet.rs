@@ -65,6 +65,7 @@ struct State {
     launches: Vec<(String, String)>,
     downs: Vec<String>,
     launch_delay: Duration,
+    submit_delay: Duration,
     outcome: Option<LaunchOutcome>,
     next_id: u64,
     hourly_price: f64,
@@ -133,6 +134,12 @@ impl FakeFleet {
     /// Launches submitted from now on take `d`.
     pub fn set_launch_delay(&self, d: Duration) {
         self.state.lock().unwrap().launch_delay = d;
+    }
+
+    /// `/launch` answers only after `d` (the request is recorded at once): a control plane
+    /// killed meanwhile never learns the request id SkyPilot already created.
+    pub fn set_submit_delay(&self, d: Duration) {
+        self.state.lock().unwrap().submit_delay = d;
     }
 
     /// Launches submitted from now on end this way (`None`: succeed).
@@ -319,59 +326,53 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()
     }
 }
 
-async fn route(req: &Recorded, st: &Arc<Mutex<State>>) -> Reply {
-    let path = req.path.split('?').next().unwrap_or_default();
-    let t = now();
-    match (req.method.as_str(), path) {
-        ("GET", "/api/health") => reply(200, crate::fixture("api_health.json")),
-        ("POST", "/launch" | "/down" | "/status" | "/cost_report") => {
-            let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
-            let mut s = st.lock().unwrap();
-            settle(&mut s, t);
-            s.next_id += 1;
-            let id = format!("0000fa4e-0000-4000-8000-{:012}", s.next_id);
-            let cluster = body["cluster_name"].as_str().map(str::to_string);
-            let (name, action, delay) = match path {
-                "/launch" => {
-                    let Some(c) = cluster.clone() else {
-                        return reply(
-                            422,
-                            r#"{"detail":[{"type":"missing","loc":["body","cluster_name"],"msg":"Field required"}]}"#,
-                        );
-                    };
-                    let task = body["task"].as_str().unwrap_or_default().to_string();
-                    s.launches.push((c.clone(), task));
-                    s.clusters.entry(c).or_insert(Cluster {
-                        status: "INIT",
-                        launched_at: t,
-                    });
-                    let outcome = s.outcome.clone().unwrap_or(LaunchOutcome::Succeed);
-                    ("sky.launch", Action::Launch(outcome), s.launch_delay)
-                }
-                "/down" => {
-                    s.downs.push(cluster.clone().unwrap_or_default());
-                    ("sky.down", Action::Down, Duration::from_millis(200))
-                }
-                "/status" => {
-                    let list: Vec<Value> = s
-                        .clusters
-                        .iter()
-                        .map(|(n, c)| cluster_record(n, c))
-                        .collect();
-                    (
-                        "sky.status",
-                        Action::Value(Value::Array(list).to_string()),
-                        Duration::ZERO,
-                    )
-                }
-                _ => {
-                    let wanted: Option<Vec<String>> = body["cluster_names"].as_array().map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(str::to_string))
-                            .collect()
-                    });
-                    let price = s.hourly_price;
-                    let list: Vec<Value> = s
+fn submit(path: &str, body: &Value, st: &Arc<Mutex<State>>, t: f64) -> Reply {
+    let mut s = st.lock().unwrap();
+    settle(&mut s, t);
+    s.next_id += 1;
+    let id = format!("0000fa4e-0000-4000-8000-{:012}", s.next_id);
+    let cluster = body["cluster_name"].as_str().map(str::to_string);
+    let (name, action, delay) = match path {
+        "/launch" => {
+            let Some(c) = cluster.clone() else {
+                return reply(
+                    422,
+                    r#"{"detail":[{"type":"missing","loc":["body","cluster_name"],"msg":"Field required"}]}"#,
+                );
+            };
+            let task = body["task"].as_str().unwrap_or_default().to_string();
+            s.launches.push((c.clone(), task));
+            s.clusters.entry(c).or_insert(Cluster {
+                status: "INIT",
+                launched_at: t,
+            });
+            let outcome = s.outcome.clone().unwrap_or(LaunchOutcome::Succeed);
+            ("sky.launch", Action::Launch(outcome), s.launch_delay)
+        }
+        "/down" => {
+            s.downs.push(cluster.clone().unwrap_or_default());
+            ("sky.down", Action::Down, Duration::from_millis(200))
+        }
+        "/status" => {
+            let list: Vec<Value> = s
+                .clusters
+                .iter()
+                .map(|(n, c)| cluster_record(n, c))
+                .collect();
+            (
+                "sky.status",
+                Action::Value(Value::Array(list).to_string()),
+                Duration::ZERO,
+            )
+        }
+        _ => {
+            let wanted: Option<Vec<String>> = body["cluster_names"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            });
+            let price = s.hourly_price;
+            let list: Vec<Value> = s
                         .clusters
                         .iter()
                         .filter(|(n, _)| wanted.as_ref().is_none_or(|w| w.contains(n)))
@@ -384,31 +385,46 @@ async fn route(req: &Recorded, st: &Arc<Mutex<State>>) -> Reply {
                                    "workspace": "default", "usage_intervals": [[c.launched_at, null]]})
                         })
                         .collect();
-                    (
-                        "sky.cost_report",
-                        Action::Value(Value::Array(list).to_string()),
-                        Duration::ZERO,
-                    )
-                }
-            };
-            let r = FakeRequest {
-                name,
-                cluster,
-                created_at: t,
-                ready_at: t + delay.as_secs_f64(),
-                finished_at: None,
-                status: "RUNNING",
-                return_value: "null".into(),
-                error: "null".into(),
-                action,
-            };
-            s.requests.insert(id.clone(), r);
-            s.order.push(id.clone());
-            Reply {
-                status: 200,
-                body: "null".into(),
-                request_id: Some(id),
+            (
+                "sky.cost_report",
+                Action::Value(Value::Array(list).to_string()),
+                Duration::ZERO,
+            )
+        }
+    };
+    let r = FakeRequest {
+        name,
+        cluster,
+        created_at: t,
+        ready_at: t + delay.as_secs_f64(),
+        finished_at: None,
+        status: "RUNNING",
+        return_value: "null".into(),
+        error: "null".into(),
+        action,
+    };
+    s.requests.insert(id.clone(), r);
+    s.order.push(id.clone());
+    Reply {
+        status: 200,
+        body: "null".into(),
+        request_id: Some(id),
+    }
+}
+
+async fn route(req: &Recorded, st: &Arc<Mutex<State>>) -> Reply {
+    let path = req.path.split('?').next().unwrap_or_default();
+    let t = now();
+    match (req.method.as_str(), path) {
+        ("GET", "/api/health") => reply(200, crate::fixture("api_health.json")),
+        ("POST", "/launch" | "/down" | "/status" | "/cost_report") => {
+            let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
+            let reply = submit(path, &body, st, t);
+            let delay = st.lock().unwrap().submit_delay;
+            if path == "/launch" && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
             }
+            reply
         }
         ("GET", "/api/status") => {
             let mut s = st.lock().unwrap();

@@ -12,7 +12,13 @@ use clap::{Parser, Subcommand};
 
 /// SkyPilot fleet metrics for Datadog and Prometheus, collected under hard deadlines.
 #[derive(Debug, Parser)]
-#[command(name = "skydeck", version, about, max_term_width = 100)]
+#[command(
+    name = "skydeck",
+    version,
+    about,
+    max_term_width = 100,
+    args_override_self = true
+)]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug). SKYDECK_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

