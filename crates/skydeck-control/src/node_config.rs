@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::offerings::{GPU_COUNTS, Provider};
+use crate::offerings::{Provider, gpu_counts};
 use crate::vllm_args;
 
 /// A launch request as clients send it (seed 003's `NodeConfig`).
@@ -182,22 +182,30 @@ impl NodeConfig {
                 ),
             ));
         };
+        let counts = gpu_counts(provider, gpu);
         let gpu_count = match count {
             None => 1,
             Some(c) => c
                 .parse::<u32>()
                 .ok()
-                .filter(|n| GPU_COUNTS.contains(n) && c.bytes().all(|b| b.is_ascii_digit()))
+                .filter(|_| c.bytes().all(|b| b.is_ascii_digit()))
                 .ok_or_else(|| {
                     invalid(
                         "gpu",
-                        format!(
-                            "count {} is not one of 1, 2, 4, 8, 16",
-                            vllm_args::printable(c)
-                        ),
+                        format!("count {} is not a number", vllm_args::printable(c)),
                     )
                 })?,
         };
+        if !counts.contains(&gpu_count) {
+            let list: Vec<String> = counts.iter().map(u32::to_string).collect();
+            return Err(invalid(
+                "gpu",
+                format!(
+                    "{provider} offers {gpu} in counts of {} per node, not {gpu_count}",
+                    list.join(", ")
+                ),
+            ));
+        }
         let model = self.model.as_str();
         let model_ok = model.len() <= 193
             && model

