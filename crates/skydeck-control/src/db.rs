@@ -441,10 +441,12 @@ impl Db {
             .map_err(ctx("decode a node"))
     }
 
-    /// Nodes the reconciler should look at now: not final, not backing off.
+    /// Nodes the reconciler should step now: those with SkyPilot work under way, not backing
+    /// off. Active and unhealthy nodes are checked in bulk (heartbeats, drift), not one by one.
     pub async fn due(&self, now: i64, limit: i64) -> Result<Vec<Node>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM nodes WHERE status NOT IN ('terminated', 'failed') \
+            "SELECT {COLUMNS} FROM nodes \
+             WHERE status IN ('requested', 'launching', 'initializing', 'draining') \
              AND next_attempt_at <= $1 ORDER BY next_attempt_at, created_at LIMIT $2"
         );
         let rows = sqlx::query(&sql)

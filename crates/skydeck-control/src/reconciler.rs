@@ -331,12 +331,12 @@ impl Step {
             NodeStatus::Requested => self.requested(&node).await,
             NodeStatus::Launching => self.launching(&node).await,
             NodeStatus::Initializing => self.initializing(&node).await,
-            NodeStatus::Active | NodeStatus::Unhealthy => {
-                // Heartbeats and drift are checked in bulk; look again in a while.
-                self.later(&node, self.cfg.heartbeat_interval).await
-            }
             NodeStatus::Draining => self.draining(&node).await,
-            NodeStatus::Terminated | NodeStatus::Failed => Ok(()),
+            // Heartbeats and drift are checked in bulk; final nodes are never touched.
+            NodeStatus::Active
+            | NodeStatus::Unhealthy
+            | NodeStatus::Terminated
+            | NodeStatus::Failed => Ok(()),
         };
         if let Err(e) = &result {
             // Exponential backoff: 1 s, 2 s, 4 s … up to a minute.
