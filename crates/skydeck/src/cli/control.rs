@@ -232,7 +232,10 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
         })))
     };
 
-    eprintln!("skydeck control listening on http://{local} (nodes reach it at {public_url})");
+    // One write, so a supervisor reading the line never sees half of it.
+    let banner =
+        format!("skydeck control listening on http://{local} (nodes reach it at {public_url})\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
     let app = skydeck_control::api::router(state);
     let mut rx = stop_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -138,7 +138,13 @@ impl Plane {
         let t0 = Instant::now();
         let url = loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(rest) = text.split("listening on ").nth(1) {
+            // Only a whole line: stderr is unbuffered, so a line may arrive in pieces.
+            if let Some(line) = text
+                .lines()
+                .find(|l| l.contains("listening on ") && l.ends_with(')'))
+                && text.contains(&format!("{line}\n"))
+            {
+                let rest = line.split("listening on ").nth(1).unwrap();
                 break rest.split_whitespace().next().unwrap().to_string();
             }
             assert!(
