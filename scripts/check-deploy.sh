@@ -19,7 +19,7 @@ cd "$REPO"
 # field used is GA there: CronJob timeZone since 1.27), 1.37 the newest kubernetes-validate
 # 1.37 ships schemas for.
 K8S_VERSIONS=(1.30.0 1.37.0)
-TARGETS=(base overlays/dev overlays/prod)
+TARGETS=(base overlays/dev overlays/prod control)
 
 fail() { echo "check-deploy: FAILED: $*" >&2; exit 1; }
 
@@ -108,6 +108,43 @@ def key_paths(value, prefix=""):
     return set()
 
 
+def check_control(name, by_kind):
+    """The control plane's Deployment: replicas, probes, limits, non-root, secrets by reference."""
+    deps = by_kind.get("Deployment", [])
+    if len(deps) != 1:
+        err(name, f"expected exactly one Deployment, found {len(deps)}")
+        return
+    d = deps[0]
+    where = f"{name}: Deployment/{d['metadata']['name']}"
+    pod = d["spec"]["template"]["spec"]
+    if d["spec"].get("replicas", 1) < 2:
+        err(where, "fewer than 2 replicas: a dead pod would stop the API")
+    sc = pod.get("securityContext", {})
+    if not sc.get("runAsNonRoot") or sc.get("runAsUser", 0) == 0:
+        err(where, "must run as a non-root user")
+    (c,) = pod["containers"]
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        if c.get(probe, {}).get("httpGet", {}).get("path") != path:
+            err(where, f"{probe} must GET {path}")
+    for kind in ("requests", "limits"):
+        if "memory" not in c.get("resources", {}).get(kind, {}):
+            err(where, f"resources.{kind}.memory is not set")
+    csc = c.get("securityContext", {})
+    if csc.get("allowPrivilegeEscalation") is not False or not csc.get("readOnlyRootFilesystem"):
+        err(where, "container must not escalate and must have a read-only root filesystem")
+    env = {e["name"]: e for e in c.get("env", [])}
+    for var in ("SKYDECK_DATABASE_URL", "SKYDECK_ADMIN_API_KEY"):
+        if "valueFrom" not in env.get(var, {}):
+            err(where, f"{var} must come from a Secret, never a literal")
+    if c.get("args", [None])[0] != "control":
+        err(where, "the container must run `skydeck control`")
+    svc = by_kind.get("Service", [])
+    if len(svc) != 1:
+        err(name, f"expected exactly one Service, found {len(svc)}")
+    print(f"    {name}: {d['spec']['replicas']} replicas, probes /readyz and /healthz, "
+          f"memory limit {c['resources']['limits']['memory']}")
+
+
 config_shapes = {}
 for path in sys.argv[1:]:
     name = os.path.basename(path).removesuffix(".yaml")  # base, dev, prod
@@ -121,6 +158,9 @@ for path in sys.argv[1:]:
             err(name, f"{d['kind']}/{d['metadata']['name']} lacks app.kubernetes.io/name=skydeck")
     if "Secret" in by_kind:
         err(name, "renders a Secret: secret values never live in the repository")
+    if name == "control":
+        check_control(name, by_kind)
+        continue
     cronjobs = by_kind.get("CronJob", [])
     if len(cronjobs) != 1:
         err(name, f"expected exactly one CronJob, found {len(cronjobs)}")
