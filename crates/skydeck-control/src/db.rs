@@ -562,13 +562,17 @@ impl Db {
         Ok(())
     }
 
-    /// Stores the launch's request id and moves the node to `launching`.
+    /// Stores the launch's request id and moves a `requested` node to `launching`.
     pub async fn launch_submitted(&self, id: &str, request_id: &str) -> Result<bool> {
         let now = now_ms();
         let n = sqlx::query(
-            "UPDATE nodes SET launch_request_id = $1, status = 'launching', launching_at = $2, \
+            // A terminate may have moved the node to draining while the launch was being
+            // sent: the id is stored all the same, so the teardown waits for that launch.
+            "UPDATE nodes SET launch_request_id = $1, \
+             launching_at = CASE WHEN status = 'requested' THEN $2 ELSE launching_at END, \
+             status = CASE WHEN status = 'requested' THEN 'launching' ELSE status END, \
              updated_at = $2, attempts = 0, next_attempt_at = 0 \
-             WHERE id = $3 AND status = 'requested' AND launch_request_id IS NULL",
+             WHERE id = $3 AND status IN ('requested', 'draining') AND launch_request_id IS NULL",
         )
         .bind(request_id)
         .bind(now)

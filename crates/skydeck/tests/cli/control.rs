@@ -516,6 +516,20 @@ fn failures_and_drift(db: TestDb) {
     let (code, resp) = plane.admin("POST", &format!("/admin/nodes/{gone}/terminate"), None);
     assert_eq!((code, resp["status"].as_str()), (200, Some("terminated")));
     assert_eq!(fleet.launches().len(), 4);
+
+    // Terminated right after the launch request: whether or not the launch reached SkyPilot,
+    // the node ends terminated and leaves no cluster behind.
+    for _ in 0..3 {
+        let quick = plane.launch(basic_node());
+        let (code, _) = plane.admin("POST", &format!("/admin/nodes/{quick}/terminate"), None);
+        assert_eq!(code, 200);
+        plane.wait_status(&quick, "terminated", Duration::from_secs(30));
+        assert!(
+            !fleet.clusters().contains_key(&quick),
+            "{quick} left a cluster behind"
+        );
+        assert!(fleet.launches().iter().filter(|(c, _)| *c == quick).count() <= 1);
+    }
 }
 
 #[test]
