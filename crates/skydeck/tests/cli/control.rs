@@ -101,6 +101,10 @@ impl Plane {
         let agent = dir.path().join("agent-bin");
         std::fs::write(&agent, b"#!/bin/sh\necho skydeck agent stand-in\n").unwrap();
         let log = dir.path().join("control.log");
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
         let child = Command::new(assert_cmd::cargo::cargo_bin!("skydeck"))
             .args(["control", "--listen", "127.0.0.1:0", "--endpoint", sky])
             .arg("--database-url")
@@ -135,9 +139,17 @@ impl Plane {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("skydeck control starts");
+        // Owned by a Plane from here on, so a failing assertion below still kills it.
+        let mut plane = Plane {
+            child,
+            url: String::new(),
+            log,
+            _dir: dir,
+            http,
+        };
         let t0 = Instant::now();
-        let url = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
+        plane.url = loop {
+            let text = plane.log_text();
             // Only a whole line: stderr is unbuffered, so a line may arrive in pieces.
             if let Some(line) = text
                 .lines()
@@ -153,16 +165,7 @@ impl Plane {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
-        Plane {
-            child,
-            url,
-            log,
-            _dir: dir,
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap(),
-        }
+        plane
     }
 
     pub fn log_text(&self) -> String {
