@@ -364,9 +364,14 @@ impl Db {
 
     /// A node by cluster name.
     pub async fn get(&self, cluster_name: &str) -> Result<Option<Node>> {
-        let sql = format!("SELECT {COLUMNS} FROM nodes WHERE cluster_name = $1");
+        self.one_by("cluster_name", cluster_name).await
+    }
+
+    /// The node whose `column` (a unique one) is `value`.
+    async fn one_by(&self, column: &'static str, value: &str) -> Result<Option<Node>> {
+        let sql = format!("SELECT {COLUMNS} FROM nodes WHERE {column} = $1");
         let row = sqlx::query(&sql)
-            .bind(cluster_name)
+            .bind(value)
             .fetch_optional(&self.pool)
             .await
             .map_err(ctx("read a node"))?;
@@ -377,15 +382,7 @@ impl Db {
 
     /// The node whose agent token hashes to `hash`.
     pub async fn by_token_hash(&self, hash: &str) -> Result<Option<Node>> {
-        let sql = format!("SELECT {COLUMNS} FROM nodes WHERE agent_token_hash = $1");
-        let row = sqlx::query(&sql)
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(ctx("read a node"))?;
-        row.map(|r| Node::from_row(&r))
-            .transpose()
-            .map_err(ctx("decode a node"))
+        self.one_by("agent_token_hash", hash).await
     }
 
     /// One page of nodes, oldest first.
@@ -435,10 +432,7 @@ impl Db {
             .fetch_all(&self.pool)
             .await
             .map_err(ctx("list nodes"))?;
-        rows.iter()
-            .map(Node::from_row)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(ctx("decode a node"))
+        decode_all(&rows)
     }
 
     /// Nodes the reconciler should step now: those with SkyPilot work under way, not backing
@@ -455,10 +449,7 @@ impl Db {
             .fetch_all(&self.pool)
             .await
             .map_err(ctx("read due nodes"))?;
-        rows.iter()
-            .map(Node::from_row)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(ctx("decode a node"))
+        decode_all(&rows)
     }
 
     /// Every node that is not final (for drift checks and metrics).
@@ -469,10 +460,7 @@ impl Db {
             .fetch_all(&self.pool)
             .await
             .map_err(ctx("read live nodes"))?;
-        rows.iter()
-            .map(Node::from_row)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(ctx("decode a node"))
+        decode_all(&rows)
     }
 
     /// Moves `id` from `from` to `to` (stamping `to`'s time column and the reason) when it is
@@ -707,15 +695,7 @@ impl Db {
         .execute(&self.pool)
         .await
         .map_err(ctx("record a heartbeat"))?;
-        let sql = format!("SELECT {COLUMNS} FROM nodes WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(ctx("read a node"))?;
-        row.map(|r| Node::from_row(&r))
-            .transpose()
-            .map_err(ctx("decode a node"))
+        self.one_by("id", id).await
     }
 
     /// Active nodes whose last heartbeat is older than `before` become `unhealthy`.
@@ -840,6 +820,13 @@ pub struct MetricRow {
     pub hourly_price: Option<f64>,
     /// Cluster name.
     pub cluster_name: String,
+}
+
+fn decode_all(rows: &[AnyRow]) -> Result<Vec<Node>> {
+    rows.iter()
+        .map(Node::from_row)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(ctx("decode a node"))
 }
 
 enum Bind {

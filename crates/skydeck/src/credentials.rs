@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use skydeck_secrets::{AwsOptions, CredentialSpec, Credentials, DEFAULT_AWS_TIMEOUT};
 
-use crate::config::{AwsSection, DatadogSection, SkypilotSection};
+use crate::config::{AwsSection, DatadogSection};
 
 /// The reader for one run (it caches what it read).
 pub fn reader(aws: &AwsSection) -> Credentials {
@@ -39,19 +39,26 @@ fn with_file_and_secret(
 /// The SkyPilot service-account token: optional (a server without auth needs none; SkyPilot's
 /// own config file is the last fallback).
 pub fn skypilot_token(
-    sk: &SkypilotSection,
     token_file: Option<&Path>,
+    aws_secret: Option<&str>,
+    what: &str,
 ) -> anyhow::Result<CredentialSpec> {
     let spec = CredentialSpec::new("SkyPilot token")
         .env(skydeck_skypilot::target::ENV_SA_TOKEN)
         .env(skydeck_skypilot::target::ENV_API_KEY)
         .required(false);
-    with_file_and_secret(
-        spec,
-        token_file.or(sk.token_file.as_deref()),
-        sk.token_aws_secret.as_deref(),
-        "[skypilot] token_aws_secret",
-    )
+    with_file_and_secret(spec, token_file, aws_secret, what)
+}
+
+/// The control plane's admin API keys: required by `skydeck control`.
+pub fn admin_api_key(
+    key_file: Option<&Path>,
+    aws_secret: Option<&str>,
+) -> anyhow::Result<CredentialSpec> {
+    let spec = CredentialSpec::new("admin API key")
+        .env("SKYDECK_ADMIN_API_KEY")
+        .required(true);
+    with_file_and_secret(spec, key_file, aws_secret, "--admin-key-aws-secret")
 }
 
 /// The Datadog API key: required by the Datadog sink.

@@ -182,7 +182,11 @@ async fn build_collectors(
     let sk = &cfg.skypilot;
     if sk.enabled && !args.no_skypilot {
         let opts = skypilot_options(args, cfg, default_timeout)?;
-        let spec = credentials::skypilot_token(sk, args.token_file.as_deref())?;
+        let spec = credentials::skypilot_token(
+            args.token_file.as_deref().or(sk.token_file.as_deref()),
+            sk.token_aws_secret.as_deref(),
+            "[skypilot] token_aws_secret",
+        )?;
         match creds.get(&spec).await {
             Ok(found) => {
                 let credential = found.map(|r| {

@@ -14,11 +14,11 @@ use skydeck_control::db::Db;
 use skydeck_control::node_config::Rules;
 use skydeck_control::reconciler::{Observed, Reconciler, ReconcilerConfig};
 use skydeck_control::token::AdminKeys;
-use skydeck_secrets::{AwsOptions, CredentialSpec, Credentials, DEFAULT_AWS_TIMEOUT};
 use skydeck_skypilot::target::{CredentialSource, Inputs, resolve, token};
 use skydeck_skypilot::{Client, ClientOptions};
 
-use crate::duration;
+use crate::config::AwsSection;
+use crate::{credentials, duration};
 
 /// Options of `skydeck control`.
 #[derive(Debug, Args)]
@@ -42,6 +42,9 @@ pub struct ControlArgs {
     /// File holding a SkyPilot service-account token (after SKYPILOT_SERVICE_ACCOUNT_TOKEN).
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// AWS Secrets Manager secret holding the SkyPilot token (NAME or NAME#json_field), read last.
+    #[arg(long, value_name = "SECRET")]
+    pub token_aws_secret: Option<String>,
     /// File holding the admin API keys (one per line or comma-separated), read when
     /// SKYDECK_ADMIN_API_KEY is not set.
     #[arg(long, value_name = "PATH")]
@@ -105,20 +108,14 @@ pub struct ControlArgs {
 
 /// Runs the control plane until SIGINT or SIGTERM.
 pub async fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
-    let creds = Credentials::new(AwsOptions {
+    let creds = credentials::reader(&AwsSection {
         region: args.aws_region.clone(),
-        timeout: DEFAULT_AWS_TIMEOUT,
-        ..AwsOptions::default()
+        timeout: None,
     });
-    let mut spec = CredentialSpec::new("admin API key")
-        .env("SKYDECK_ADMIN_API_KEY")
-        .required(true);
-    if let Some(f) = &args.admin_key_file {
-        spec = spec.file(f);
-    }
-    if let Some(s) = &args.admin_key_aws_secret {
-        spec = spec.aws_secret(s.parse().context("--admin-key-aws-secret")?);
-    }
+    let spec = credentials::admin_api_key(
+        args.admin_key_file.as_deref(),
+        args.admin_key_aws_secret.as_deref(),
+    )?;
     let keys = creds
         .get(&spec)
         .await?
@@ -126,14 +123,11 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
         .filter(|k| !k.is_empty())
         .context("the admin API key is empty")?;
 
-    let sky_spec = CredentialSpec::new("SkyPilot token")
-        .env(skydeck_skypilot::target::ENV_SA_TOKEN)
-        .env(skydeck_skypilot::target::ENV_API_KEY)
-        .required(false);
-    let sky_spec = match &args.token_file {
-        Some(f) => sky_spec.file(f),
-        None => sky_spec,
-    };
+    let sky_spec = credentials::skypilot_token(
+        args.token_file.as_deref(),
+        args.token_aws_secret.as_deref(),
+        "--token-aws-secret",
+    )?;
     let credential = creds.get(&sky_spec).await?.map(|r| {
         token(
             r.value.expose_secret().to_string(),

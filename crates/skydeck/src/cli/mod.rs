@@ -40,7 +40,7 @@ pub enum Command {
     Datadog(datadog::DatadogArgs),
     /// Run the control plane: admin API, node agent API and the reconciler that launches and
     /// terminates vLLM nodes through SkyPilot.
-    Control(control::ControlArgs),
+    Control(Box<control::ControlArgs>),
     /// Launch, terminate, show and list nodes through a control plane.
     Nodes(nodes::NodesArgs),
     /// The node agent (started on each node by its SkyPilot task).
@@ -60,7 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Collect(args) => collect::run(args).await,
         Command::Catalog(args) => catalog::run(args),
         Command::Datadog(args) => datadog::run(args).await,
-        Command::Control(args) => control::run(args).await,
+        Command::Control(args) => control::run(*args).await,
         Command::Nodes(args) => nodes::run(args).await,
         Command::Agent(args) => agent::run(args).await,
     }

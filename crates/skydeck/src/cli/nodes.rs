@@ -9,7 +9,10 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::duration;
+use secrecy::ExposeSecret;
+
+use crate::config::AwsSection;
+use crate::{credentials, duration};
 
 /// Options of `skydeck nodes`.
 #[derive(Debug, Args)]
@@ -21,7 +24,8 @@ pub struct NodesArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub url: String,
-    /// File holding the admin key, read when SKYDECK_ADMIN_API_KEY is not set.
+    /// File holding the admin key, read when SKYDECK_ADMIN_API_KEY is not set (a missing file
+    /// counts as not set, as for every credential).
     #[arg(long, value_name = "PATH")]
     pub admin_key_file: Option<PathBuf>,
     /// Print the API's JSON instead of a table.
@@ -148,14 +152,13 @@ impl Api {
 
 /// Runs a `nodes` command.
 pub async fn run(args: NodesArgs) -> anyhow::Result<ExitCode> {
-    let key = match std::env::var("SKYDECK_ADMIN_API_KEY") {
-        Ok(k) if !k.trim().is_empty() => k,
-        _ => match &args.admin_key_file {
-            Some(f) => std::fs::read_to_string(f)
-                .with_context(|| format!("reading the admin key file {}", f.display()))?,
-            None => bail!("no admin key: set SKYDECK_ADMIN_API_KEY or pass --admin-key-file"),
-        },
-    };
+    let creds = credentials::reader(&AwsSection::default());
+    let spec = credentials::admin_api_key(args.admin_key_file.as_deref(), None)?;
+    let key = creds
+        .get(&spec)
+        .await?
+        .map(|r| r.value.expose_secret().to_string())
+        .unwrap_or_default();
     // The first key of a rotation list.
     let key = key
         .split([',', '\n'])
