@@ -349,6 +349,14 @@ impl Step {
         result
     }
 
+    /// Moves `node` from the status it was read in to `to`, if nothing moved it meanwhile.
+    async fn move_to(&self, node: &Node, to: NodeStatus, reason: &str) -> Result<bool, StepError> {
+        Ok(self
+            .db
+            .transition(&node.id, &[node.status], to, Some(reason))
+            .await?)
+    }
+
     async fn later(&self, node: &Node, after: Duration) -> Result<(), StepError> {
         self.db
             .wait_until(&node.id, now_ms() + after.as_millis() as i64)
@@ -373,14 +381,12 @@ impl Step {
             }
         }
         let Some(spec) = node.spec() else {
-            self.db
-                .transition(
-                    &node.id,
-                    &[NodeStatus::Requested],
-                    NodeStatus::Failed,
-                    Some("the stored node does not validate"),
-                )
-                .await?;
+            self.move_to(
+                node,
+                NodeStatus::Failed,
+                "the stored node does not validate",
+            )
+            .await?;
             return Ok(());
         };
         // A fresh token for the agent: only its hash is stored.
@@ -430,16 +436,12 @@ impl Step {
             return Ok(());
         };
         let Some(req) = self.sky.request_status(request_id).await? else {
-            self.db
-                .transition(
-                    &node.id,
-                    &[NodeStatus::Launching],
-                    NodeStatus::Failed,
-                    Some(&format!(
-                        "SkyPilot has no record of launch request {request_id}"
-                    )),
-                )
-                .await?;
+            self.move_to(
+                node,
+                NodeStatus::Failed,
+                &format!("SkyPilot has no record of launch request {request_id}"),
+            )
+            .await?;
             return Ok(());
         };
         match req.status.as_str() {
@@ -473,14 +475,7 @@ impl Step {
                     Ok(_) => format!("the launch request ended {}", req.status),
                 };
                 tracing::error!(cluster = %node.cluster_name, %reason, "SkyPilot launch failed");
-                self.db
-                    .transition(
-                        &node.id,
-                        &[NodeStatus::Launching],
-                        NodeStatus::Failed,
-                        Some(&reason),
-                    )
-                    .await?;
+                self.move_to(node, NodeStatus::Failed, &reason).await?;
                 Ok(())
             }
             _ => self.later(node, self.cfg.poll_interval).await,
@@ -494,14 +489,7 @@ impl Step {
                 "the node agent did not register within {} s of the cluster coming up",
                 self.cfg.register_timeout.as_secs()
             );
-            self.db
-                .transition(
-                    &node.id,
-                    &[NodeStatus::Initializing],
-                    NodeStatus::Unhealthy,
-                    Some(&reason),
-                )
-                .await?;
+            self.move_to(node, NodeStatus::Unhealthy, &reason).await?;
             return Ok(());
         }
         self.later(node, self.cfg.poll_interval).await
@@ -519,35 +507,25 @@ impl Step {
         {
             return self.later(node, self.cfg.poll_interval).await;
         }
-        if node.launch_request_id.is_none() && node.launch_intent_at.is_none() {
-            self.db
-                .transition(
-                    &node.id,
-                    &[NodeStatus::Draining],
-                    NodeStatus::Terminated,
-                    Some("terminated before it was launched"),
-                )
-                .await?;
-            return Ok(());
-        }
-        if node.launch_request_id.is_none() {
-            // Claimed but never confirmed: find the launch before deciding.
-            let requests = self.sky.requests_for_cluster(&node.cluster_name).await?;
-            if !requests.iter().any(|r| r.name == "sky.launch") {
-                let age = now_ms() - node.launch_intent_at.unwrap_or(0);
-                if age >= self.cfg.abandoned_after.as_millis() as i64 {
-                    self.db
-                        .transition(
-                            &node.id,
-                            &[NodeStatus::Draining],
-                            NodeStatus::Terminated,
-                            Some("terminated before it was launched"),
-                        )
-                        .await?;
-                    return Ok(());
+        let never_launched = match (&node.launch_request_id, node.launch_intent_at) {
+            (Some(_), _) => false,
+            (None, None) => true,
+            (None, Some(intent)) => {
+                // Claimed but never confirmed: find the launch before deciding.
+                let requests = self.sky.requests_for_cluster(&node.cluster_name).await?;
+                if requests.iter().any(|r| r.name == "sky.launch") {
+                    false
+                } else if now_ms() - intent >= self.cfg.abandoned_after.as_millis() as i64 {
+                    true
+                } else {
+                    return self.later(node, self.cfg.abandoned_after / 4).await;
                 }
-                return self.later(node, self.cfg.abandoned_after / 4).await;
             }
+        };
+        if never_launched {
+            let reason = "terminated before it was launched";
+            self.move_to(node, NodeStatus::Terminated, reason).await?;
+            return Ok(());
         }
         if let Some(intent) = node.down_intent_at {
             let requests = self.sky.requests_for_cluster(&node.cluster_name).await?;
@@ -608,13 +586,7 @@ impl Step {
         }
         match self.sky.down_result(request_id).await {
             Ok(()) => {
-                self.db
-                    .transition(
-                        &node.id,
-                        &[NodeStatus::Draining],
-                        NodeStatus::Terminated,
-                        Some("terminated"),
-                    )
+                self.move_to(node, NodeStatus::Terminated, "terminated")
                     .await?;
                 tracing::info!(cluster = %node.cluster_name, "node terminated");
                 Ok(())
@@ -624,14 +596,12 @@ impl Step {
                 message,
                 ..
             }) if error_type == "ClusterDoesNotExist" || message.contains("does not exist") => {
-                self.db
-                    .transition(
-                        &node.id,
-                        &[NodeStatus::Draining],
-                        NodeStatus::Terminated,
-                        Some("the cluster was already gone from SkyPilot"),
-                    )
-                    .await?;
+                self.move_to(
+                    node,
+                    NodeStatus::Terminated,
+                    "the cluster was already gone from SkyPilot",
+                )
+                .await?;
                 Ok(())
             }
             Err(e) => {
