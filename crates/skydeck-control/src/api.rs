@@ -600,7 +600,7 @@ async fn download_agent(State(s): State<AppState>) -> Result<Response, ApiError>
             "the agent binary cannot be read",
         )
     })?;
-    let actual = token::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    let actual = token::sha256_hex(&bytes);
     if actual != s.agent.sha256 {
         // Replaced on disk since start: serving it would fail every node's checksum.
         return Err(ApiError::new(

@@ -189,6 +189,23 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The validated spec the row was created from.
+    pub fn spec(&self) -> Option<crate::node_config::NodeSpec> {
+        Some(crate::node_config::NodeSpec {
+            node_id: uuid::Uuid::try_parse(&self.id).ok()?,
+            provider: crate::offerings::Provider::parse(&self.provider)?,
+            region: self.region.clone(),
+            gpu: self.gpu_type.clone(),
+            gpu_count: u32::try_from(self.gpu_count).ok()?,
+            model: self.model_name.clone(),
+            use_spot: self.use_spot,
+            disk_size: u32::try_from(self.disk_size).ok()?,
+            vllm_args: self.vllm_args.clone(),
+        })
+    }
+}
+
 /// A new node as the API stores it.
 #[derive(Debug, Clone)]
 pub struct NewNode<'a> {

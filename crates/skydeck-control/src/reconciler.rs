@@ -21,8 +21,6 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::db::{Db, Node, now_ms};
-use crate::node_config::NodeSpec;
-use crate::offerings::Provider;
 use crate::status::NodeStatus;
 use crate::task::{TaskContext, render};
 use crate::token;
@@ -288,23 +286,6 @@ impl Reconciler {
                 let _ = self.db.set_price(&node.id, cost * 3600.0 / secs).await;
             }
         }
-    }
-}
-
-impl Node {
-    /// The validated spec the row was created from.
-    pub fn spec(&self) -> Option<NodeSpec> {
-        Some(NodeSpec {
-            node_id: uuid::Uuid::try_parse(&self.id).ok()?,
-            provider: Provider::parse(&self.provider)?,
-            region: self.region.clone(),
-            gpu: self.gpu_type.clone(),
-            gpu_count: u32::try_from(self.gpu_count).ok()?,
-            model: self.model_name.clone(),
-            use_spot: self.use_spot,
-            disk_size: u32::try_from(self.disk_size).ok()?,
-            vllm_args: self.vllm_args.clone(),
-        })
     }
 }
 

@@ -734,8 +734,10 @@ fn every_admin_route_needs_the_key() {
     let (_, list) = plane.admin("GET", "/admin/nodes?limit=1000", None);
     assert_eq!(list["nodes"].as_array().unwrap().len(), 2);
 
+    let plane_home = tempfile::tempdir().unwrap();
     let help = Command::new(assert_cmd::cargo::cargo_bin!("skydeck"))
         .args(["control", "--help"])
+        .env("HOME", plane_home.path())
         .env("SKYDECK_ADMIN_API_KEY", ADMIN_KEY)
         .env(
             "SKYDECK_DATABASE_URL",
@@ -761,8 +763,10 @@ fn agent_registers_drains_and_exits() {
     let cluster = plane.launch(basic_node());
     let node = plane.wait_status(&cluster, "initializing", Duration::from_secs(20));
     let token = agent_token(&fleet, &cluster);
+    let home = tempfile::tempdir().unwrap();
     let mut agent = Command::new(assert_cmd::cargo::cargo_bin!("skydeck"))
         .arg("agent")
+        .env("HOME", home.path())
         .env("SKYDECK_CONTROL_PLANE_URL", &plane.url)
         .env("SKYDECK_NODE_ID", node["node_id"].as_str().unwrap())
         .env("SKYDECK_AGENT_TOKEN", &token)

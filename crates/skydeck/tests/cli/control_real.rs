@@ -89,10 +89,13 @@ fn reconciler_reads_the_real_fleet_and_follows_a_real_launch() {
     // The request table finds the launch by cluster name: what a restarted control plane uses
     // to adopt a launch instead of sending it twice.
     let client = Client::new(
-        skydeck_skypilot::target::resolve(&skydeck_skypilot::target::Inputs::from_process(
-            Some(&sky),
-            None,
-        ))
+        skydeck_skypilot::target::resolve(&skydeck_skypilot::target::Inputs {
+            // Nothing from the developer's environment or ~/.sky: only the test server.
+            endpoint: Some(&sky),
+            credential: None,
+            env: &|_| None,
+            home: None,
+        })
         .unwrap(),
         ClientOptions::default(),
     )
