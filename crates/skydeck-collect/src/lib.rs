@@ -49,6 +49,10 @@ pub trait Collector: Send + Sync {
     fn hard_limit(&self) -> Duration {
         self.timeout()
     }
+    /// A note for the summary line (e.g. that a scope filter is on).
+    fn note(&self) -> Option<String> {
+        None
+    }
     /// Collects once.
     fn collect<'a>(&'a self, cx: &'a Context) -> BoxFuture<'a, Result<Vec<Sample>, CollectError>>;
 }

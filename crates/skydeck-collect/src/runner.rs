@@ -29,6 +29,8 @@ pub struct Outcome {
     pub duration: Duration,
     /// Result.
     pub status: OutcomeStatus,
+    /// The collector's note for the summary line.
+    pub note: Option<String>,
 }
 
 impl Outcome {
@@ -40,13 +42,17 @@ impl Outcome {
     /// The summary line: `✓ skypilot: 31 metrics in 0.42 s`, `✗ github: timed out after 120 s,
     /// killed 3 processes`.
     pub fn summary(&self) -> String {
-        match &self.status {
+        let line = match &self.status {
             OutcomeStatus::Ok(n) => format!(
                 "✓ {}: {n} metrics in {:.2} s",
                 self.collector,
                 self.duration.as_secs_f64()
             ),
             OutcomeStatus::Failed(e) => format!("✗ {}: {e}", self.collector),
+        };
+        match &self.note {
+            Some(n) => format!("{line} ({n})"),
+            None => line,
         }
     }
 }
@@ -152,6 +158,7 @@ impl Runner {
                 collector: c.name().to_string(),
                 duration,
                 status,
+                note: c.note(),
             });
         }
         for o in &outcomes {

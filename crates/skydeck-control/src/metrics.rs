@@ -3,10 +3,13 @@
 //! Everything is computed from the database at scrape time, so every replica reports the same
 //! fleet whichever one Prometheus scrapes, and a restart loses no counts. The launch counters
 //! and the launch-duration histogram count nodes by the timestamps in their rows, so they only
-//! grow (rows are never deleted).
+//! grow (rows are never deleted). Names, HELP and TYPE come from the metric catalog.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+
+use jiff::Timestamp;
+use skydeck_core::exposition::{self, Format, Histogram};
+use skydeck_core::{Sample, catalog as c};
 
 use crate::db::MetricRow;
 use crate::status::NodeStatus;
@@ -17,47 +20,20 @@ pub const LAUNCH_BUCKETS: [f64; 12] = [
     15.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 480.0, 600.0, 900.0, 1800.0,
 ];
 
-fn esc(v: &str) -> String {
-    v.replace('\\', r"\\")
-        .replace('"', r#"\""#)
-        .replace('\n', r"\n")
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// Renders the exposition.
+/// Renders the exposition, through the one catalog-driven writer serve uses too.
 pub fn render(rows: &[MetricRow], unmanaged: usize, leader: bool, now_ms: i64) -> String {
-    let mut out = String::with_capacity(4096 + rows.len() * 64);
+    let at = Timestamp::from_millisecond(now_ms).unwrap_or_else(|_| Timestamp::now());
+    let mut samples = Vec::with_capacity(16 + rows.len() * 2);
 
     let succeeded = rows.iter().filter(|r| r.initializing_at.is_some()).count();
     let failed = rows
         .iter()
         .filter(|r| r.status == NodeStatus::Failed.as_str())
         .count();
-    header(
-        &mut out,
-        "skydeck_control_launches_total",
-        "counter",
-        "Launches that finished, by result (succeeded: the cluster came up).",
-    );
-    let _ = writeln!(
-        out,
-        "skydeck_control_launches_total{{result=\"succeeded\"}} {succeeded}"
-    );
-    let _ = writeln!(
-        out,
-        "skydeck_control_launches_total{{result=\"failed\"}} {failed}"
-    );
+    for (result, n) in [("succeeded", succeeded), ("failed", failed)] {
+        samples.push(Sample::of(&c::CONTROL_LAUNCHES, n as f64, at).tag("result", result));
+    }
 
-    header(
-        &mut out,
-        "skydeck_control_launch_duration_seconds",
-        "histogram",
-        "Time from submitting the SkyPilot launch to the cluster being up.",
-    );
     let mut counts = [0u64; LAUNCH_BUCKETS.len()];
     let (mut n, mut sum) = (0u64, 0.0f64);
     for r in rows {
@@ -72,113 +48,71 @@ pub fn render(rows: &[MetricRow], unmanaged: usize, leader: bool, now_ms: i64) -
             }
         }
     }
-    for (i, le) in LAUNCH_BUCKETS.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "skydeck_control_launch_duration_seconds_bucket{{le=\"{le}\"}} {}",
-            counts[i]
-        );
-    }
-    let _ = writeln!(
-        out,
-        "skydeck_control_launch_duration_seconds_bucket{{le=\"+Inf\"}} {n}"
-    );
-    let _ = writeln!(out, "skydeck_control_launch_duration_seconds_sum {sum}");
-    let _ = writeln!(out, "skydeck_control_launch_duration_seconds_count {n}");
+    let histogram = Histogram {
+        def: &c::CONTROL_LAUNCH_DURATION,
+        tags: Default::default(),
+        buckets: LAUNCH_BUCKETS.iter().copied().zip(counts).collect(),
+        sum,
+        count: n,
+    };
 
-    header(
-        &mut out,
-        "skydeck_control_nodes",
-        "gauge",
-        "Nodes by lifecycle status, provider and GPU.",
-    );
     let mut by: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
     for r in rows {
         *by.entry((&r.status, &r.provider, &r.gpu)).or_default() += 1;
     }
-    for ((status, provider, gpu), c) in &by {
-        let _ = writeln!(
-            out,
-            "skydeck_control_nodes{{status=\"{}\",provider=\"{}\",gpu=\"{}\"}} {c}",
-            esc(status),
-            esc(provider),
-            esc(gpu)
+    for ((status, provider, gpu), n) in &by {
+        samples.push(
+            Sample::of(&c::CONTROL_NODES, *n as f64, at)
+                .tag("status", *status)
+                .tag("provider", *provider)
+                .tag("gpu", *gpu),
         );
     }
 
-    let running: Vec<&MetricRow> = rows
+    let running = rows
         .iter()
-        .filter(|r| r.status == "active" || r.status == "unhealthy")
-        .collect();
-    header(
-        &mut out,
-        "skydeck_control_node_uptime_seconds",
-        "gauge",
-        "Seconds since the node's agent first registered, for active and unhealthy nodes.",
-    );
-    for r in &running {
+        .filter(|r| r.status == "active" || r.status == "unhealthy");
+    for r in running {
         if let Some(a) = r.active_at {
-            let _ = writeln!(
-                out,
-                "skydeck_control_node_uptime_seconds{{cluster_name=\"{}\",provider=\"{}\",gpu=\"{}\"}} {}",
-                esc(&r.cluster_name),
-                esc(&r.provider),
-                esc(&r.gpu),
-                (now_ms - a).max(0) as f64 / 1000.0
+            samples.push(
+                Sample::of(
+                    &c::CONTROL_NODE_UPTIME,
+                    (now_ms - a).max(0) as f64 / 1000.0,
+                    at,
+                )
+                .tag("cluster_name", r.cluster_name.clone())
+                .tag("provider", r.provider.clone())
+                .tag("gpu", r.gpu.clone()),
             );
         }
-    }
-    header(
-        &mut out,
-        "skydeck_control_heartbeat_age_seconds",
-        "gauge",
-        "Seconds since the node's last heartbeat, for active and unhealthy nodes.",
-    );
-    for r in &running {
         if let Some(h) = r.last_heartbeat_at {
-            let _ = writeln!(
-                out,
-                "skydeck_control_heartbeat_age_seconds{{cluster_name=\"{}\"}} {}",
-                esc(&r.cluster_name),
-                (now_ms - h).max(0) as f64 / 1000.0
+            samples.push(
+                Sample::of(
+                    &c::CONTROL_HEARTBEAT_AGE,
+                    (now_ms - h).max(0) as f64 / 1000.0,
+                    at,
+                )
+                .tag("cluster_name", r.cluster_name.clone()),
             );
         }
     }
-    header(
-        &mut out,
-        "skydeck_control_active_spend_usd_per_hour",
-        "gauge",
-        "Summed hourly price of active nodes (from SkyPilot's cost report), by provider and GPU.",
-    );
+
     let mut spend: BTreeMap<(&str, &str), f64> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.status == "active") {
         *spend.entry((&r.provider, &r.gpu)).or_default() += r.hourly_price.unwrap_or(0.0);
     }
     for ((provider, gpu), v) in &spend {
-        let _ = writeln!(
-            out,
-            "skydeck_control_active_spend_usd_per_hour{{provider=\"{}\",gpu=\"{}\"}} {v}",
-            esc(provider),
-            esc(gpu)
+        samples.push(
+            Sample::of(&c::CONTROL_ACTIVE_SPEND, *v, at)
+                .tag("provider", *provider)
+                .tag("gpu", *gpu),
         );
     }
-    header(
-        &mut out,
-        "skydeck_control_unmanaged_clusters",
-        "gauge",
-        "Clusters with skydeck's name prefix that SkyPilot has and the node table does not.",
-    );
-    let _ = writeln!(out, "skydeck_control_unmanaged_clusters {unmanaged}");
-    header(
-        &mut out,
-        "skydeck_control_reconciler_leader",
-        "gauge",
-        "1 on the replica that holds the reconciler lease.",
-    );
-    let _ = writeln!(
-        out,
-        "skydeck_control_reconciler_leader {}",
-        u8::from(leader)
-    );
-    out
+    samples.push(Sample::of(&c::CONTROL_UNMANAGED, unmanaged as f64, at));
+    samples.push(Sample::of(
+        &c::CONTROL_LEADER,
+        f64::from(u8::from(leader)),
+        at,
+    ));
+    exposition::render(&samples, &[histogram], Format::Text)
 }

@@ -7,6 +7,37 @@
 
 use crate::sample::MetricKind;
 
+/// How a metric family behaves, as Prometheus types it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    /// A value that goes up and down.
+    Gauge,
+    /// A monotonically increasing total (Prometheus name ends in `_total`).
+    Counter,
+    /// A distribution (`_bucket`, `_sum`, `_count` series), rendered from a
+    /// [`crate::exposition::Histogram`].
+    Histogram,
+}
+
+impl MetricType {
+    /// The word on the exposition's `# TYPE` line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricType::Gauge => "gauge",
+            MetricType::Counter => "counter",
+            MetricType::Histogram => "histogram",
+        }
+    }
+
+    /// The kind a scalar sample of this family carries.
+    pub fn sample_kind(self) -> MetricKind {
+        match self {
+            MetricType::Counter => MetricKind::Counter,
+            MetricType::Gauge | MetricType::Histogram => MetricKind::Gauge,
+        }
+    }
+}
+
 /// A metric's unit. Values are stored in the Datadog unit; `prometheus_scale` converts to the
 /// Prometheus base unit (seconds, dollars, ratios 0–1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +68,10 @@ pub enum Unit {
     Boolean,
     /// Samples (data points).
     Sample,
+    /// Countable occurrences (runs, requests, deliveries).
+    Event,
+    /// A Unix timestamp in seconds.
+    Timestamp,
 }
 
 impl Unit {
@@ -56,6 +91,8 @@ impl Unit {
             Unit::Dollar | Unit::DollarPerHour => "dollar",
             Unit::Boolean => "unit",
             Unit::Sample => "sample",
+            Unit::Event => "event",
+            Unit::Timestamp => "second",
         }
     }
 
@@ -85,8 +122,8 @@ pub struct MetricDef {
     pub name: &'static str,
     /// Prometheus name in base units, e.g. `skypilot_jobs_avg_duration_seconds`.
     pub prometheus: &'static str,
-    /// Gauge or counter.
-    pub kind: MetricKind,
+    /// Gauge, counter or histogram.
+    pub kind: MetricType,
     /// Unit of the stored value.
     pub unit: Unit,
     /// One-line help text.
@@ -96,13 +133,13 @@ pub struct MetricDef {
 }
 
 macro_rules! catalog {
-    ($($id:ident = $name:literal, $prom:literal, $unit:ident, $tags:expr, $help:literal;)*) => {
+    ($($id:ident = $name:literal, $prom:literal, $kind:ident, $unit:ident, $tags:expr, $help:literal;)*) => {
         $(
             #[doc = $help]
             pub static $id: MetricDef = MetricDef {
                 name: $name,
                 prometheus: $prom,
-                kind: MetricKind::Gauge,
+                kind: MetricType::$kind,
                 unit: Unit::$unit,
                 help: $help,
                 tags: $tags,
@@ -116,87 +153,165 @@ macro_rules! catalog {
 const NONE: &[&str] = &[];
 const STATUS: &[&str] = &["status"];
 const COLLECTOR: &[&str] = &["collector"];
+const COLLECTOR_RESULT: &[&str] = &["collector", "result"];
+const CONTEXT: &[&str] = &["context"];
+const CONTEXT_RESULT: &[&str] = &["context", "result"];
+const REQUEST: &[&str] = &["request"];
+const REQUEST_RESULT: &[&str] = &["request", "result"];
+const SINK_RESULT: &[&str] = &["sink", "result"];
+const RESULT: &[&str] = &["result"];
+const NODE_GROUP: &[&str] = &["status", "provider", "gpu"];
+const NODE_UPTIME: &[&str] = &["cluster_name", "provider", "gpu"];
+const NODE_NAME: &[&str] = &["cluster_name"];
+const PROVIDER_GPU: &[&str] = &["provider", "gpu"];
 
 catalog! {
-    JOBS_RUNNING = "skypilot.jobs.running", "skypilot_jobs_running", Job, NONE,
+    JOBS_RUNNING = "skypilot.jobs.running", "skypilot_jobs_running", Gauge, Job, NONE,
         "Managed jobs whose status is RUNNING.";
-    JOBS_QUEUED = "skypilot.jobs.queued", "skypilot_jobs_queued", Job, NONE,
+    JOBS_QUEUED = "skypilot.jobs.queued", "skypilot_jobs_queued", Gauge, Job, NONE,
         "Managed jobs waiting to start (PENDING, SUBMITTED or STARTING).";
-    JOBS_RECOVERING = "skypilot.jobs.recovering", "skypilot_jobs_recovering", Job, NONE,
+    JOBS_RECOVERING = "skypilot.jobs.recovering", "skypilot_jobs_recovering", Gauge, Job, NONE,
         "Managed jobs being recovered after a preemption or failure (RECOVERING).";
-    JOBS_COUNT = "skypilot.jobs.count", "skypilot_jobs", Job, STATUS,
+    JOBS_COUNT = "skypilot.jobs.count", "skypilot_jobs", Gauge, Job, STATUS,
         "Managed jobs per status.";
-    JOBS_COMPLETED_7D = "skypilot.jobs.completed_7d", "skypilot_jobs_completed_7d", Job, NONE,
+    JOBS_COMPLETED_7D = "skypilot.jobs.completed_7d", "skypilot_jobs_completed_7d", Gauge, Job, NONE,
         "Managed jobs that reached a terminal status in the last 7 days.";
-    JOBS_SUCCEEDED_7D = "skypilot.jobs.succeeded_7d", "skypilot_jobs_succeeded_7d", Job, NONE,
+    JOBS_SUCCEEDED_7D = "skypilot.jobs.succeeded_7d", "skypilot_jobs_succeeded_7d", Gauge, Job, NONE,
         "Managed jobs that succeeded in the last 7 days.";
-    JOBS_FAILED_7D = "skypilot.jobs.failed_7d", "skypilot_jobs_failed_7d", Job, NONE,
+    JOBS_FAILED_7D = "skypilot.jobs.failed_7d", "skypilot_jobs_failed_7d", Gauge, Job, NONE,
         "Managed jobs that failed (any FAILED status) in the last 7 days.";
-    JOBS_CANCELLED_7D = "skypilot.jobs.cancelled_7d", "skypilot_jobs_cancelled_7d", Job, NONE,
+    JOBS_CANCELLED_7D = "skypilot.jobs.cancelled_7d", "skypilot_jobs_cancelled_7d", Gauge, Job, NONE,
         "Managed jobs cancelled in the last 7 days.";
     JOBS_SUCCESS_RATE_7D = "skypilot.jobs.success_rate_7d", "skypilot_jobs_success_ratio_7d",
-        Percent, NONE,
+        Gauge, Percent, NONE,
         "Share of the last 7 days' succeeded and failed jobs that succeeded.";
     JOBS_AVG_DURATION = "skypilot.jobs.avg_duration_minutes", "skypilot_jobs_avg_duration_seconds",
-        Minute, NONE,
+        Gauge, Minute, NONE,
         "Mean running time of the jobs completed in the last 7 days that started.";
     JOBS_AVG_QUEUE_TIME = "skypilot.jobs.avg_queue_time_minutes",
-        "skypilot_jobs_avg_queue_time_seconds", Minute, NONE,
+        "skypilot_jobs_avg_queue_time_seconds", Gauge, Minute, NONE,
         "Mean time from submission to start of the jobs that started in the last 7 days.";
     JOBS_LONGEST_RUNNING = "skypilot.jobs.longest_running_hours",
-        "skypilot_jobs_longest_running_seconds", Hour, NONE,
+        "skypilot_jobs_longest_running_seconds", Gauge, Hour, NONE,
         "Running time of the longest-running RUNNING job (0 when none runs).";
-    CLUSTERS_ACTIVE = "skypilot.clusters.active", "skypilot_clusters_active", Cluster, NONE,
+    CLUSTERS_ACTIVE = "skypilot.clusters.active", "skypilot_clusters_active", Gauge, Cluster, NONE,
         "Clusters (all users) whose status is UP.";
-    CLUSTERS_COUNT = "skypilot.clusters.count", "skypilot_clusters", Cluster, STATUS,
+    CLUSTERS_COUNT = "skypilot.clusters.count", "skypilot_clusters", Gauge, Cluster, STATUS,
         "Clusters (all users) per status.";
-    CLUSTERS_TOTAL_NODES = "skypilot.clusters.total_nodes", "skypilot_clusters_nodes", Node, NONE,
+    CLUSTERS_TOTAL_NODES = "skypilot.clusters.total_nodes", "skypilot_clusters_nodes", Gauge, Node, NONE,
         "Nodes of every cluster SkyPilot lists, whatever its status.";
-    CLUSTERS_IDLE = "skypilot.clusters.idle", "skypilot_clusters_idle", Cluster, NONE,
+    CLUSTERS_IDLE = "skypilot.clusters.idle", "skypilot_clusters_idle", Gauge, Cluster, NONE,
         "UP clusters whose job queue has no PENDING, SETTING_UP or RUNNING job.";
     CLUSTERS_QUEUE_UNREACHABLE = "skypilot.clusters.queue_unreachable",
-        "skypilot_clusters_queue_unreachable", Cluster, NONE,
+        "skypilot_clusters_queue_unreachable", Gauge, Cluster, NONE,
         "UP clusters whose job queue could not be read, so idleness is unknown.";
-    INSTANCES_RUNNING = "skypilot.instances.running", "skypilot_instances_running", Instance, NONE,
+    INSTANCES_RUNNING = "skypilot.instances.running", "skypilot_instances_running", Gauge, Instance, NONE,
         "Nodes of UP/AUTOSTOPPING clusters plus nodes of RUNNING managed jobs.";
-    INSTANCES_SPOT = "skypilot.instances.spot", "skypilot_instances_spot", Instance, NONE,
+    INSTANCES_SPOT = "skypilot.instances.spot", "skypilot_instances_spot", Gauge, Instance, NONE,
         "Running instances that are spot instances.";
     INSTANCES_ON_DEMAND = "skypilot.instances.on_demand", "skypilot_instances_on_demand",
-        Instance, NONE,
+        Gauge, Instance, NONE,
         "Running instances that are on-demand instances.";
     INSTANCES_PREEMPTED_7D = "skypilot.instances.preempted_7d", "skypilot_instances_preempted_7d",
-        Instance, NONE,
+        Gauge, Instance, NONE,
         "Recoveries (preemptions or failures) of the jobs submitted in the last 7 days.";
-    GPUS_RUNNING = "skypilot.gpus.running", "skypilot_gpus_running", Gpu, NONE,
+    GPUS_RUNNING = "skypilot.gpus.running", "skypilot_gpus_running", Gauge, Gpu, NONE,
         "Accelerators on the running instances.";
-    COST_24H = "skypilot.compute.cost_24h", "skypilot_compute_cost_24h_dollars", Dollar, NONE,
+    COST_24H = "skypilot.compute.cost_24h", "skypilot_compute_cost_24h_dollars", Gauge, Dollar, NONE,
         "Compute cost accrued in the last 24 hours.";
-    COST_7D = "skypilot.compute.cost_7d", "skypilot_compute_cost_7d_dollars", Dollar, NONE,
+    COST_7D = "skypilot.compute.cost_7d", "skypilot_compute_cost_7d_dollars", Gauge, Dollar, NONE,
         "Compute cost accrued in the last 7 days.";
     BURN_RATE = "skypilot.compute.burn_rate_hourly",
-        "skypilot_compute_burn_rate_dollars_per_hour", DollarPerHour, NONE,
+        "skypilot_compute_burn_rate_dollars_per_hour", Gauge, DollarPerHour, NONE,
         "Current spend per hour of the clusters that are running now.";
     ESTIMATED_MONTHLY = "skypilot.compute.estimated_monthly_cost",
-        "skypilot_compute_estimated_monthly_cost_dollars", Dollar, NONE,
+        "skypilot_compute_estimated_monthly_cost_dollars", Gauge, Dollar, NONE,
         "30-day cost projected from the last 7 days.";
     COST_PER_JOB = "skypilot.compute.cost_per_job_avg", "skypilot_compute_cost_per_job_avg_dollars",
-        Dollar, NONE,
+        Gauge, Dollar, NONE,
         "Mean cluster cost of the managed jobs completed in the last 7 days.";
-    TRAINING_ACTIVE = "skypilot.training.runs_active", "skypilot_training_runs_active", Job, NONE,
+    TRAINING_ACTIVE = "skypilot.training.runs_active", "skypilot_training_runs_active", Gauge, Job, NONE,
         "Training runs (jobs whose name matches the training pattern) that are RUNNING.";
     TRAINING_COMPLETED_7D = "skypilot.training.runs_completed_7d",
-        "skypilot_training_runs_completed_7d", Job, NONE,
+        "skypilot_training_runs_completed_7d", Gauge, Job, NONE,
         "Training runs that reached a terminal status in the last 7 days.";
     TRAINING_AVG_COST = "skypilot.training.avg_cost_per_run",
-        "skypilot_training_avg_cost_per_run_dollars", Dollar, NONE,
+        "skypilot_training_avg_cost_per_run_dollars", Gauge, Dollar, NONE,
         "Mean cluster cost of the training runs completed in the last 7 days.";
-    COLLECTOR_UP = "skydeck.collector.up", "skydeck_collector_up", Boolean, COLLECTOR,
+    COLLECTOR_UP = "skydeck.collector.up", "skydeck_collector_up", Gauge, Boolean, COLLECTOR,
         "1 when the collector's last run succeeded, 0 when it failed or timed out.";
     COLLECTOR_DURATION = "skydeck.collector.duration_seconds", "skydeck_collector_duration_seconds",
-        Second, COLLECTOR,
+        Gauge, Second, COLLECTOR,
         "Wall time of the collector's last run.";
-    COLLECTOR_SAMPLES = "skydeck.collector.samples", "skydeck_collector_samples", Sample, COLLECTOR,
+    COLLECTOR_SAMPLES = "skydeck.collector.samples", "skydeck_collector_samples", Gauge, Sample, COLLECTOR,
         "Samples the collector produced in its last run.";
+    COLLECTOR_LAST_SUCCESS = "skydeck.collector.last_success_timestamp",
+        "skydeck_collector_last_success_timestamp_seconds", Gauge, Timestamp, COLLECTOR,
+        "Unix time of the collector's last successful run (serve).";
+    COLLECTOR_RUNS = "skydeck.collector.runs", "skydeck_collector_runs_total", Counter, Event,
+        COLLECTOR_RESULT,
+        "Runs of the collector since serve started, by result (ok, failed).";
+    SKYPILOT_REQUEST_UP = "skydeck.skypilot.request_up", "skydeck_skypilot_request_up", Gauge,
+        Boolean, REQUEST,
+        "1 when the last refresh of this SkyPilot request (status, jobs, cost) succeeded (serve).";
+    SKYPILOT_REQUEST_LAST_SUCCESS = "skydeck.skypilot.request_last_success_timestamp",
+        "skydeck_skypilot_request_last_success_timestamp_seconds", Gauge, Timestamp, REQUEST,
+        "Unix time of the last good answer to this SkyPilot request, the one the metrics use.";
+    SKYPILOT_REQUESTS = "skydeck.skypilot.requests", "skydeck_skypilot_requests_total", Counter,
+        Event, REQUEST_RESULT,
+        "Refreshes of this SkyPilot request sent by serve, by result (ok, failed).";
+    DISCOVERY_CONTEXT_UP = "skydeck.discovery.context_up", "skydeck_discovery_context_up", Gauge,
+        Boolean, CONTEXT,
+        "1 when the Kubernetes context's last discovery refresh succeeded.";
+    DISCOVERY_CONTEXT_STALE = "skydeck.discovery.context_stale", "skydeck_discovery_context_stale",
+        Gauge, Boolean, CONTEXT,
+        "1 while the context's targets are its last good list (its refreshes are failing).";
+    DISCOVERY_TARGETS = "skydeck.discovery.targets", "skydeck_discovery_targets", Gauge,
+        Instance, CONTEXT,
+        "DCGM exporter endpoints the context currently lists in service discovery.";
+    DISCOVERY_LAST_SUCCESS = "skydeck.discovery.last_success_timestamp",
+        "skydeck_discovery_last_success_timestamp_seconds", Gauge, Timestamp, CONTEXT,
+        "Unix time of the context's last successful discovery refresh.";
+    DISCOVERY_REFRESH_DURATION = "skydeck.discovery.refresh_duration_seconds",
+        "skydeck_discovery_refresh_duration_seconds", Gauge, Second, CONTEXT,
+        "Wall time of the context's last discovery refresh.";
+    PROXY_REQUESTS = "skydeck.proxy.requests", "skydeck_proxy_requests_total", Counter, Event,
+        CONTEXT_RESULT,
+        "Scrapes forwarded through a context's API server, by result.";
+    SINK_POINTS = "skydeck.sink.points", "skydeck_sink_points_total", Counter, Sample,
+        SINK_RESULT,
+        "Points serve handed to a sink, by result (accepted, dropped).";
+    SINK_DELIVERIES = "skydeck.sink.deliveries", "skydeck_sink_deliveries_total", Counter, Event,
+        SINK_RESULT,
+        "Deliveries serve made to a sink after a collection, by result (ok, partial, failed).";
+    CONTROL_LAUNCHES = "skydeck.control.launches", "skydeck_control_launches_total", Counter,
+        Event, RESULT,
+        "Launches that finished, by result (succeeded: the cluster came up).";
+    CONTROL_LAUNCH_DURATION = "skydeck.control.launch_duration_seconds",
+        "skydeck_control_launch_duration_seconds", Histogram, Second, NONE,
+        "Time from submitting the SkyPilot launch to the cluster being up.";
+    CONTROL_NODES = "skydeck.control.nodes", "skydeck_control_nodes", Gauge, Node, NODE_GROUP,
+        "Nodes by lifecycle status, provider and GPU.";
+    CONTROL_NODE_UPTIME = "skydeck.control.node_uptime_seconds",
+        "skydeck_control_node_uptime_seconds", Gauge, Second, NODE_UPTIME,
+        "Seconds since the node's agent first registered, for active and unhealthy nodes.";
+    CONTROL_HEARTBEAT_AGE = "skydeck.control.heartbeat_age_seconds",
+        "skydeck_control_heartbeat_age_seconds", Gauge, Second, NODE_NAME,
+        "Seconds since the node's last heartbeat, for active and unhealthy nodes.";
+    CONTROL_ACTIVE_SPEND = "skydeck.control.active_spend_hourly",
+        "skydeck_control_active_spend_usd_per_hour", Gauge, DollarPerHour, PROVIDER_GPU,
+        "Summed hourly price of active nodes (from SkyPilot's cost report), by provider and GPU.";
+    CONTROL_UNMANAGED = "skydeck.control.unmanaged_clusters", "skydeck_control_unmanaged_clusters",
+        Gauge, Cluster, NONE,
+        "Clusters with skydeck's name prefix that SkyPilot has and the node table does not.";
+    CONTROL_LEADER = "skydeck.control.reconciler_leader", "skydeck_control_reconciler_leader",
+        Gauge, Boolean, NONE,
+        "1 on the replica that holds the reconciler lease.";
+}
+
+/// The catalog entry with this Prometheus name.
+pub fn find_prometheus(name: &str) -> Option<&'static MetricDef> {
+    ALL.iter().copied().find(|d| d.prometheus == name)
 }
 
 /// The catalog entry with this Datadog name.
@@ -234,8 +349,22 @@ mod tests {
                 "{}",
                 d.prometheus
             );
-            // Prometheus conventions: no `_count`/`_total` on gauges, base units only.
-            assert!(!d.prometheus.ends_with("_count") && !d.prometheus.ends_with("_total"));
+            // Prometheus conventions: `_total` exactly on counters, no `_count` suffix (it
+            // belongs to histograms' own series), base units only.
+            assert!(!d.prometheus.ends_with("_count"));
+            assert_eq!(
+                d.prometheus.ends_with("_total"),
+                d.kind == MetricType::Counter,
+                "{}",
+                d.prometheus
+            );
+            if d.unit == Unit::Timestamp {
+                assert!(
+                    d.prometheus.ends_with("_timestamp_seconds"),
+                    "{}",
+                    d.prometheus
+                );
+            }
             for bad in ["_minutes", "_hours", "_percent", "_ms"] {
                 assert!(
                     !d.prometheus.contains(bad),

@@ -5,7 +5,8 @@
 //! names (Datadog and Prometheus), so sinks and dashboards never restate those facts.
 
 pub mod catalog;
+pub mod exposition;
 pub mod sample;
 
-pub use catalog::{MetricDef, Unit};
+pub use catalog::{MetricDef, MetricType, Unit};
 pub use sample::{MetricKind, Sample, Tags};

@@ -52,7 +52,7 @@ impl Sample {
             name: Cow::Borrowed(def.name),
             value,
             tags: Tags::new(),
-            kind: def.kind,
+            kind: def.kind.sample_kind(),
             unit: Some(Cow::Borrowed(def.unit.datadog_name())),
             at,
         }

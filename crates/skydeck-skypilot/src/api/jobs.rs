@@ -40,6 +40,7 @@ impl JobsQueueQuery {
         "region",
         "workspace",
         "user_name",
+        "labels",
     ];
 }
 
@@ -214,4 +215,7 @@ pub struct ManagedJobRecord {
     /// Owner's name.
     #[serde(default)]
     pub user_name: Option<String>,
+    /// SkyPilot labels (`resources.labels`), for `[scope] labels`.
+    #[serde(default, deserialize_with = "super::lenient_labels")]
+    pub labels: super::Labels,
 }

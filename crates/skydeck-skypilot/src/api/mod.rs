@@ -20,6 +20,31 @@ pub use queue::{ClusterJob, ClusterJobStatus, ClusterQueueQuery};
 pub use request::{RequestError, RequestPayload};
 pub use status::{ClusterRecord, ClusterStatus, StatusQuery};
 
+/// SkyPilot labels of a cluster or a managed job (`labels:` of the task's resources): a JSON
+/// object of strings. Decoded leniently: `null` is no labels, and a non-string value is kept
+/// as its JSON text, so an odd label never fails a whole collection.
+pub type Labels = std::collections::BTreeMap<String, String>;
+
+pub(crate) fn lenient_labels<'de, D>(d: D) -> Result<Labels, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    let raw: Option<serde_json::Value> = Option::deserialize(d)?;
+    let mut out = Labels::new();
+    if let Some(serde_json::Value::Object(map)) = raw {
+        for (k, v) in map {
+            let v = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            out.insert(k, v);
+        }
+    }
+    Ok(out)
+}
+
 /// Parses the leading `<n>x` of a SkyPilot resources string (`2x[spot](gpus=H100:8, …)`).
 pub fn leading_node_count(resources: &str) -> Option<u32> {
     let digits: &str = resources

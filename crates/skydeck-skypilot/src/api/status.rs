@@ -110,4 +110,7 @@ pub struct ClusterRecord {
     /// Launch time, epoch seconds.
     #[serde(default)]
     pub launched_at: Option<i64>,
+    /// SkyPilot labels (`resources.labels`), for `[scope] labels`.
+    #[serde(default, deserialize_with = "super::lenient_labels")]
+    pub labels: super::Labels,
 }

@@ -2,6 +2,7 @@
 
 mod fleet;
 mod names;
+mod scope;
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use skydeck_skypilot::{Client, ClientOptions, Endpoint, EndpointSource, Target};
 
 pub use fleet::{BreakdownKey, DEFAULT_TRAINING_PATTERN, FleetOptions, QueueProbe, compute};
 pub use names::managed_job_cluster_name;
+pub use scope::{LabelMatch, Scope};
 
 use crate::{CollectError, Collector, Context};
 
@@ -51,6 +53,8 @@ pub struct SkypilotOptions {
     pub fallback_local: bool,
     /// HTTP limits.
     pub client: ClientOptions,
+    /// The part of the fleet the metrics cover (everything by default).
+    pub scope: Scope,
 }
 
 impl Default for SkypilotOptions {
@@ -61,6 +65,7 @@ impl Default for SkypilotOptions {
             cluster_queues: None,
             fallback_local: false,
             client: ClientOptions::default(),
+            scope: Scope::default(),
         }
     }
 }
@@ -205,15 +210,110 @@ impl SkypilotCollector {
             ),
             None => None,
         };
-        Ok(compute(
-            &clusters,
-            &jobs,
-            &costs,
-            queues,
-            cx.started_at,
-            &self.opts.fleet,
-        ))
+        Ok(self.compute_from(&clusters, &jobs, &costs, queues, cx.started_at))
     }
+
+    /// The options this collector runs with.
+    pub fn options(&self) -> &SkypilotOptions {
+        &self.opts
+    }
+
+    /// A client for the configured server (health-checked), else, with `fallback_local`, for
+    /// the local one. `serve` connects once and again after a failure.
+    pub async fn connect_with_fallback(&self) -> Result<Client, CollectError> {
+        match self.connect().await {
+            Ok(c) => Ok(c),
+            Err(e) => self.fallback(e).await,
+        }
+    }
+
+    /// One of the requests the metrics come from, on its own (`serve` refreshes each on its
+    /// own interval). `Queues` probes the UP clusters of `clusters`.
+    pub async fn fetch_part(
+        &self,
+        client: &Client,
+        part: Part,
+        clusters: &[skydeck_skypilot::api::ClusterRecord],
+    ) -> Result<PartAnswer, CollectError> {
+        Ok(match part {
+            Part::Status => PartAnswer::Status(client.status(&StatusQuery::default()).await?),
+            Part::Jobs => {
+                PartAnswer::Jobs(client.jobs_queue(&JobsQueueQuery::default()).await?.jobs)
+            }
+            Part::Cost => PartAnswer::Cost(
+                client
+                    .cost_report(&CostReportQuery {
+                        days: COST_DAYS,
+                        cluster_names: None,
+                    })
+                    .await?,
+            ),
+            Part::Queues => {
+                let q = self.opts.cluster_queues.clone().unwrap_or_default();
+                let in_scope: Vec<_> = clusters
+                    .iter()
+                    .filter(|c| self.opts.scope.cluster(c))
+                    .cloned()
+                    .collect();
+                PartAnswer::Queues(probe_queues(client, &in_scope, &q).await)
+            }
+        })
+    }
+
+    /// Every fleet metric from the three answers (and the queue probe), restricted to the
+    /// scope, stamped `at`.
+    pub fn compute_from(
+        &self,
+        clusters: &[skydeck_skypilot::api::ClusterRecord],
+        jobs: &[skydeck_skypilot::api::ManagedJobRecord],
+        costs: &[skydeck_skypilot::api::CostRecord],
+        queues: Option<QueueProbe>,
+        at: jiff::Timestamp,
+    ) -> Vec<Sample> {
+        if self.opts.scope.is_empty() {
+            return compute(clusters, jobs, costs, queues, at, &self.opts.fleet);
+        }
+        let (clusters, jobs, costs) = self.opts.scope.apply(clusters, jobs, costs);
+        compute(&clusters, &jobs, &costs, queues, at, &self.opts.fleet)
+    }
+}
+
+/// One of the SkyPilot requests the fleet metrics are computed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Part {
+    /// `POST /status`: clusters (cheap for the server).
+    Status,
+    /// `POST /jobs/queue/v2`: managed jobs (the server spawns a Python subprocess for each).
+    Jobs,
+    /// `POST /cost_report`: 7 days of cost (the slowest at scale).
+    Cost,
+    /// `POST /queue` per UP cluster (`cluster_queues`), for `skypilot.clusters.idle`.
+    Queues,
+}
+
+impl Part {
+    /// The name in logs and in the `request` tag.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::Status => "status",
+            Part::Jobs => "jobs",
+            Part::Cost => "cost",
+            Part::Queues => "queues",
+        }
+    }
+}
+
+/// The answer to one [`Part`].
+#[derive(Debug, Clone)]
+pub enum PartAnswer {
+    /// Clusters.
+    Status(Vec<skydeck_skypilot::api::ClusterRecord>),
+    /// Managed-job task rows.
+    Jobs(Vec<skydeck_skypilot::api::ManagedJobRecord>),
+    /// Cost-report rows.
+    Cost(Vec<skydeck_skypilot::api::CostRecord>),
+    /// Idle and unreachable cluster counts.
+    Queues(QueueProbe),
 }
 
 /// What `/status`, `/jobs/queue/v2` and `/cost_report` returned.
@@ -279,6 +379,10 @@ impl Collector for SkypilotCollector {
 
     fn timeout(&self) -> Duration {
         self.opts.timeout
+    }
+
+    fn note(&self) -> Option<String> {
+        (!self.opts.scope.is_empty()).then(|| format!("filter on: {}", self.opts.scope.describe()))
     }
 
     fn hard_limit(&self) -> Duration {
