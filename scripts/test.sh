@@ -3,11 +3,13 @@
 #
 # 1. installs the test peers under target/peers: a virtualenv with skypilot[server]==0.14.1,
 #    and one with the judges (datadog-api-client, moto, kubernetes-validate, hadolint);
-#    promtool (Debian's prometheus package) when missing; finds PostgreSQL on 127.0.0.1:5432
-#    or starts a throwaway one with pg_ctl,
+#    Prometheus and promtool (Debian's prometheus package) when missing; a real kube-apiserver
+#    built once from Debian's Kubernetes source package into ~/.cache/skydeck-peers (about
+#    9 min the first time on a machine); finds PostgreSQL on 127.0.0.1:5432 or starts a
+#    throwaway one with pg_ctl,
 # 2. starts two real SkyPilot API servers on 127.0.0.1, each with its own HOME under
 #    target/peers and a seeded fleet (10 clusters / 50 jobs and 200 clusters / 5000 jobs),
-#    and moto's AWS Secrets Manager, while the tests compile,
+#    moto's AWS Secrets Manager, and etcd + kube-apiserver, while the tests compile,
 # 3. runs the tests (cargo nextest when installed, else cargo test),
 # 4. stops the servers, whatever happened.
 #
@@ -23,6 +25,9 @@ scripts/peers/skypilot.sh install
 scripts/peers/pytools.sh install
 SKYDECK_TEST_PROMTOOL=$(scripts/peers/prometheus.sh install | tail -n 1)
 export SKYDECK_TEST_PROMTOOL
+SKYDECK_TEST_PROMETHEUS=$(scripts/peers/prometheus.sh server | tail -n 1)
+export SKYDECK_TEST_PROMETHEUS
+scripts/peers/kube.sh install >/dev/null
 SKYDECK_TEST_DATABASE_URL=$(scripts/peers/postgres.sh url | tail -n 1)
 export SKYDECK_TEST_DATABASE_URL
 
@@ -31,6 +36,7 @@ stop_peers() {
   "$peer" down test-large >/dev/null 2>&1 || true
   scripts/peers/moto.sh stop >/dev/null 2>&1 || true
   scripts/peers/postgres.sh stop >/dev/null 2>&1 || true
+  scripts/peers/kube.sh down test >/dev/null 2>&1 || true
 }
 trap stop_peers EXIT
 
@@ -40,6 +46,8 @@ mkdir -p "$log_dir"
 small_pid=$!
 "$peer" up test-large --clusters 200 --jobs 5000 >"$log_dir/up-large.log" 2>&1 &
 large_pid=$!
+scripts/peers/kube.sh up test >"$log_dir/up-kube.log" 2>&1 &
+kube_pid=$!
 
 SKYDECK_TEST_MOTO_URL=$(scripts/peers/moto.sh start | tail -n 1)
 export SKYDECK_TEST_MOTO_URL
@@ -55,6 +63,12 @@ for name in small large; do
     exit 1
   fi
 done
+if ! wait "$kube_pid"; then
+  echo "error: starting the kube-apiserver test peer failed; its log:" >&2
+  tail -n 60 "$log_dir/up-kube.log" >&2
+  exit 1
+fi
+export SKYDECK_TEST_KUBE="$SKYDECK_PEERS_DIR/kube-test"
 echo "==> SkyPilot test servers: $(cat "$SKYDECK_PEERS_DIR/test-small/endpoint") (small)," \
   "$(cat "$SKYDECK_PEERS_DIR/test-large/endpoint") (large)" >&2
 

@@ -25,6 +25,21 @@
 //! name = "github"
 //! command = ["python3", "/app/collectors/github.py"]
 //! timeout = "1m"
+//!
+//! [scope]                  # collect and serve report only this part of the fleet
+//! names = ["train-*"]
+//! users = ["alice"]
+//!
+//! [serve]
+//! listen = "0.0.0.0:9180"
+//! auth_token_file = "/var/run/secrets/skydeck/serve-token"
+//! status_interval = "30s"
+//! jobs_interval = "1m"
+//! cost_interval = "10m"
+//!
+//! [discovery]
+//! mode = "proxy"
+//! proxy_base = "http://skydeck.monitoring.svc:9180"
 //! ```
 
 use std::collections::BTreeMap;
@@ -57,6 +72,173 @@ pub struct Config {
     /// AWS Secrets Manager access, for `*_aws_secret` keys.
     #[serde(default)]
     pub aws: AwsSection,
+    /// The part of the fleet that `collect` and `serve` report.
+    #[serde(default)]
+    pub scope: ScopeSection,
+    /// `skydeck serve`.
+    #[serde(default)]
+    pub serve: ServeSection,
+    /// DCGM exporter discovery in `skydeck serve`.
+    #[serde(default)]
+    pub discovery: DiscoverySection,
+}
+
+/// `[scope]`: every criterion that is set must match; any listed value of one may match.
+/// `SKYPILOT_CLUSTER_FILTER` and `SKYPILOT_REGION` (seed 001) add to it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeSection {
+    /// Cluster or job names (globs: `train-*`).
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// SkyPilot user names.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Workspaces.
+    #[serde(default)]
+    pub workspaces: Vec<String>,
+    /// Clouds (`aws`, `kubernetes`), case-insensitive.
+    #[serde(default)]
+    pub clouds: Vec<String>,
+    /// Regions (Kubernetes: contexts), case-insensitive.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// SkyPilot labels, `key=value` or `key`.
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+/// `[serve]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSection {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: std::net::SocketAddr,
+    /// File holding the bearer token every route but `/healthz` requires (Prometheus:
+    /// `authorization: {credentials_file: …}`); no auth when unset.
+    #[serde(default)]
+    pub auth_token_file: Option<PathBuf>,
+    /// Refresh interval of SkyPilot's `/status`.
+    #[serde(default = "default_status_interval", with = "serde_friendly")]
+    pub status_interval: Duration,
+    /// Refresh interval of `/jobs/queue/v2` (each costs the server a Python subprocess).
+    #[serde(default = "default_jobs_interval", with = "serde_friendly")]
+    pub jobs_interval: Duration,
+    /// Refresh interval of `/cost_report` (the slowest request at scale).
+    #[serde(default = "default_cost_interval", with = "serde_friendly")]
+    pub cost_interval: Duration,
+    /// Refresh interval of the per-cluster `/queue` probe (`cluster_queues`).
+    #[serde(default = "default_queues_interval", with = "serde_friendly")]
+    pub queues_interval: Duration,
+    /// Interval of the external `[[collectors]]`.
+    #[serde(default = "default_collectors_interval", with = "serde_friendly")]
+    pub collectors_interval: Duration,
+    /// Every interval varies by up to this fraction either way (0 to 0.5).
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Limit of one push to a sink.
+    #[serde(default = "default_push_timeout", with = "serde_friendly")]
+    pub push_timeout: Duration,
+}
+
+impl Default for ServeSection {
+    fn default() -> Self {
+        ServeSection {
+            listen: default_listen(),
+            auth_token_file: None,
+            status_interval: default_status_interval(),
+            jobs_interval: default_jobs_interval(),
+            cost_interval: default_cost_interval(),
+            queues_interval: default_queues_interval(),
+            collectors_interval: default_collectors_interval(),
+            jitter: default_jitter(),
+            push_timeout: default_push_timeout(),
+        }
+    }
+}
+
+fn default_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([0, 0, 0, 0], 9180))
+}
+fn default_status_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_jobs_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_cost_interval() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_queues_interval() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_collectors_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_jitter() -> f64 {
+    0.1
+}
+fn default_push_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[discovery]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySection {
+    /// Serve `/api/service-discovery` and `/proxy/…`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Kubeconfig files (else `$KUBECONFIG`, else `~/.kube/config`).
+    #[serde(default)]
+    pub kubeconfig: Vec<PathBuf>,
+    /// Contexts to watch (else the SkyPilot config's `allowed_contexts`, else the
+    /// kubeconfig's current context).
+    #[serde(default)]
+    pub contexts: Vec<String>,
+    /// Namespaces searched in every context.
+    #[serde(default)]
+    pub namespaces: Option<Vec<String>>,
+    /// `service`, `pod` or `proxy` (default).
+    #[serde(default)]
+    pub mode: Option<skydeck_discovery::TargetMode>,
+    /// Per-context modes.
+    #[serde(default)]
+    pub context_modes: BTreeMap<String, skydeck_discovery::TargetMode>,
+    /// How Prometheus reaches this serve (proxy mode's targets); default `http://<listen>`.
+    #[serde(default)]
+    pub proxy_base: Option<url::Url>,
+    /// Time between refreshes of one context.
+    #[serde(default, with = "serde_friendly::option")]
+    pub refresh_interval: Option<Duration>,
+    /// Limit of one context's refresh.
+    #[serde(default, with = "serde_friendly::option")]
+    pub refresh_timeout: Option<Duration>,
+    /// Limit of one proxied scrape.
+    #[serde(default, with = "serde_friendly::option")]
+    pub proxy_timeout: Option<Duration>,
+    /// Largest proxied answer in bytes.
+    #[serde(default)]
+    pub proxy_max_bytes: Option<u64>,
+}
+
+impl Default for DiscoverySection {
+    fn default() -> Self {
+        DiscoverySection {
+            enabled: true,
+            kubeconfig: Vec::new(),
+            contexts: Vec::new(),
+            namespaces: None,
+            mode: None,
+            context_modes: BTreeMap::new(),
+            proxy_base: None,
+            refresh_interval: None,
+            refresh_timeout: None,
+            proxy_timeout: None,
+            proxy_max_bytes: None,
+        }
+    }
 }
 
 /// `[[sinks]]`: one destination.
@@ -310,6 +492,12 @@ pub fn parse(text: &str) -> anyhow::Result<Config> {
         {
             bail!("[[sinks]] type = \"stdout\": format {f:?} is not `table` or `json`");
         }
+    }
+    if !(0.0..=0.5).contains(&cfg.serve.jitter) {
+        bail!(
+            "[serve] jitter = {}: expected a fraction between 0 and 0.5",
+            cfg.serve.jitter
+        );
     }
     if cfg.collect.delivery_reserve >= cfg.collect.deadline {
         bail!("[collect] delivery_reserve must be shorter than deadline");

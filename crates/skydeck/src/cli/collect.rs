@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use regex::Regex;
 use secrecy::ExposeSecret;
 use skydeck_collect::collectors::skypilot::{
-    BreakdownKey, DEFAULT_TRAINING_PATTERN, FleetOptions, QueueOptions, SkypilotCollector,
+    BreakdownKey, DEFAULT_TRAINING_PATTERN, FleetOptions, QueueOptions, Scope, SkypilotCollector,
     SkypilotOptions,
 };
 use skydeck_collect::collectors::{ExternalCollector, ExternalSpec};
@@ -26,9 +26,10 @@ use crate::config::{self, Config};
 use crate::sinks::{self, SinkFlags, SinkKind};
 use crate::{credentials, duration};
 
-/// Flags of `skydeck collect`. Flags override the config file.
+/// Where the fleet metrics come from: flags shared by `collect` and `serve`. Flags override
+/// the config file.
 #[derive(Debug, Args)]
-pub struct CollectArgs {
+pub struct SourceArgs {
     /// Config file [default: /etc/skydeck/config.toml, then ./skydeck.toml, if present].
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -42,16 +43,6 @@ pub struct CollectArgs {
     /// then api_server.service_account_token in ~/.sky/config.yaml).
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
-    /// Where samples go; repeat or comma-separate [default: the config's [[sinks]], else
-    /// stdout].
-    #[arg(long, value_enum, value_delimiter = ',', value_name = "SINK")]
-    pub sink: Vec<SinkKind>,
-    /// stdout format [default: table on a terminal, json otherwise].
-    #[arg(long, value_parser = ["table", "json"])]
-    pub format: Option<String>,
-    /// Print the Datadog payloads as JSON lines instead of sending them.
-    #[arg(long)]
-    pub dry_run: bool,
     /// Split counts and costs by these tags (comma-separated: cloud, region, workspace, user,
     /// accelerator).
     #[arg(long, value_delimiter = ',', value_name = "TAGS")]
@@ -72,19 +63,57 @@ pub struct CollectArgs {
     /// Limit of each collector that sets none [default: 2m].
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
     pub timeout: Option<Duration>,
-    /// The whole run, delivery included, ends by this deadline [default: 3m].
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
-    pub deadline: Option<Duration>,
     /// Skip the built-in SkyPilot collector (run only external collectors).
     #[arg(long)]
     pub no_skypilot: bool,
+    /// Report only clusters and jobs whose name matches one of these globs (`train-*`);
+    /// adds to [scope] names and $SKYPILOT_CLUSTER_FILTER.
+    #[arg(long, value_delimiter = ',', value_name = "GLOB")]
+    pub scope_name: Vec<String>,
+    /// Report only clusters and jobs of these SkyPilot users.
+    #[arg(long, value_delimiter = ',', value_name = "USER")]
+    pub scope_user: Vec<String>,
+    /// Report only clusters and jobs in these workspaces.
+    #[arg(long, value_delimiter = ',', value_name = "WORKSPACE")]
+    pub scope_workspace: Vec<String>,
+    /// Report only clusters and jobs on these clouds (aws, gcp, kubernetes, …).
+    #[arg(long, value_delimiter = ',', value_name = "CLOUD")]
+    pub scope_cloud: Vec<String>,
+    /// Report only clusters and jobs in these regions (Kubernetes: contexts); adds to
+    /// $SKYPILOT_REGION.
+    #[arg(long, value_delimiter = ',', value_name = "REGION")]
+    pub scope_region: Vec<String>,
+    /// Report only clusters and jobs carrying these SkyPilot labels (key=value or key).
+    #[arg(long, value_delimiter = ',', value_name = "LABEL")]
+    pub scope_label: Vec<String>,
+}
+
+/// Flags of `skydeck collect`. Flags override the config file.
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// Where the metrics come from.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Where samples go; repeat or comma-separate [default: the config's [[sinks]], else
+    /// stdout].
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "SINK")]
+    pub sink: Vec<SinkKind>,
+    /// stdout format [default: table on a terminal, json otherwise].
+    #[arg(long, value_parser = ["table", "json"])]
+    pub format: Option<String>,
+    /// Print the Datadog payloads as JSON lines instead of sending them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The whole run, delivery included, ends by this deadline [default: 3m].
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub deadline: Option<Duration>,
 }
 
 /// Runs `skydeck collect`. Errors are configuration errors (exit 2); collector and delivery
 /// failures are reported and give exit 1.
 pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     let started = tokio::time::Instant::now();
-    let (cfg, source) = config::load(args.config.as_deref())?;
+    let (cfg, source) = config::load(args.source.config.as_deref())?;
     if let config::Source::File(path) = &source {
         tracing::info!(path = %path.display(), "configuration loaded");
     }
@@ -104,7 +133,7 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     // Sinks first: a sink that cannot work (no Datadog key) is a configuration error, found
     // before anything is collected.
     let sinks = sinks::build(&cfg, &flags, &creds).await?;
-    let collectors = build_collectors(&args, &cfg, &creds).await?;
+    let collectors = build_collectors(&args.source, &cfg, &creds).await?;
     if collectors.is_empty() {
         anyhow::bail!(
             "no collector is enabled (the SkyPilot collector is off and no [[collectors]] are \
@@ -150,9 +179,16 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
 
 /// A collector that could not even be set up (its credential could not be read): it runs as a
 /// failure, so the other collectors still deliver and the run reports it like any other.
-struct Unavailable {
+pub struct Unavailable {
     name: &'static str,
     error: String,
+}
+
+impl Unavailable {
+    /// Why the collector cannot run.
+    pub fn reason(&self) -> &str {
+        &self.error
+    }
 }
 
 impl Collector for Unavailable {
@@ -172,12 +208,60 @@ impl Collector for Unavailable {
     }
 }
 
-async fn build_collectors(
-    args: &CollectArgs,
+/// The collectors of the configuration: the SkyPilot one (when enabled) first, then the
+/// external ones.
+pub async fn build_collectors(
+    args: &SourceArgs,
     cfg: &Config,
     creds: &Credentials,
 ) -> anyhow::Result<Vec<Arc<dyn Collector>>> {
     let mut out: Vec<Arc<dyn Collector>> = Vec::new();
+    if let Some(c) = build_skypilot(args, cfg, creds).await? {
+        out.push(c);
+    }
+    out.extend(build_external(args, cfg));
+    Ok(out)
+}
+
+/// The external `[[collectors]]`.
+pub fn build_external(args: &SourceArgs, cfg: &Config) -> Vec<Arc<dyn Collector>> {
+    let default_timeout = args.timeout.unwrap_or(cfg.collect.default_timeout);
+    let mut out: Vec<Arc<dyn Collector>> = Vec::new();
+    for c in cfg.collectors.iter().filter(|c| c.enabled) {
+        out.push(Arc::new(ExternalCollector::new(ExternalSpec {
+            name: c.name.clone(),
+            argv: c.command.clone(),
+            timeout: c.timeout.unwrap_or(default_timeout),
+            grace: cfg.collect.kill_grace,
+            format: c.format,
+            env: c.env.clone(),
+            cwd: c.cwd.clone(),
+        })));
+    }
+    out
+}
+
+/// The SkyPilot collector, when enabled. `Err` is a configuration error; a token that cannot
+/// be read gives a collector that fails every run, so the others still deliver.
+pub async fn build_skypilot(
+    args: &SourceArgs,
+    cfg: &Config,
+    creds: &Credentials,
+) -> anyhow::Result<Option<Arc<dyn Collector>>> {
+    Ok(match skypilot_collector(args, cfg, creds).await? {
+        Some(Ok(c)) => Some(c),
+        Some(Err(u)) => Some(Arc::new(u)),
+        None => None,
+    })
+}
+
+/// The SkyPilot collector (`Ok`), or the reason it cannot run (`Err`, a collector that
+/// fails every run), or `None` when disabled.
+pub async fn skypilot_collector(
+    args: &SourceArgs,
+    cfg: &Config,
+    creds: &Credentials,
+) -> anyhow::Result<Option<Result<Arc<SkypilotCollector>, Unavailable>>> {
     let default_timeout = args.timeout.unwrap_or(cfg.collect.default_timeout);
     let sk = &cfg.skypilot;
     if sk.enabled && !args.no_skypilot {
@@ -204,30 +288,24 @@ async fn build_collectors(
                     credential = %target.credential_source(),
                     "SkyPilot API server"
                 );
-                out.push(Arc::new(SkypilotCollector::new(target, opts)));
+                if !opts.scope.is_empty() {
+                    tracing::info!(scope = %opts.scope.describe(), "reporting only part of the fleet");
+                }
+                return Ok(Some(Ok(Arc::new(SkypilotCollector::new(target, opts)))));
             }
-            Err(e) => out.push(Arc::new(Unavailable {
-                name: "skypilot",
-                error: format!("cannot read the SkyPilot token: {e}"),
-            })),
+            Err(e) => {
+                return Ok(Some(Err(Unavailable {
+                    name: "skypilot",
+                    error: format!("cannot read the SkyPilot token: {e}"),
+                })));
+            }
         }
     }
-    for c in cfg.collectors.iter().filter(|c| c.enabled) {
-        out.push(Arc::new(ExternalCollector::new(ExternalSpec {
-            name: c.name.clone(),
-            argv: c.command.clone(),
-            timeout: c.timeout.unwrap_or(default_timeout),
-            grace: cfg.collect.kill_grace,
-            format: c.format,
-            env: c.env.clone(),
-            cwd: c.cwd.clone(),
-        })));
-    }
-    Ok(out)
+    Ok(None)
 }
 
 fn skypilot_options(
-    args: &CollectArgs,
+    args: &SourceArgs,
     cfg: &Config,
     default_timeout: Duration,
 ) -> anyhow::Result<SkypilotOptions> {
@@ -268,5 +346,33 @@ fn skypilot_options(
             call_timeout: timeout,
             ..Default::default()
         },
+        scope: scope(args, &cfg.scope)?,
     })
+}
+
+/// The scope: `[scope]`, the `--scope-*` flags and seed 001's `SKYPILOT_CLUSTER_FILTER` and
+/// `SKYPILOT_REGION`, all together.
+fn scope(args: &SourceArgs, s: &config::ScopeSection) -> anyhow::Result<Scope> {
+    let join = |a: &[String], b: &[String]| -> Vec<String> {
+        a.iter()
+            .chain(b)
+            .filter(|v| !v.trim().is_empty())
+            .cloned()
+            .collect()
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    Scope::default()
+        .names(&join(&s.names, &args.scope_name))
+        .and_then(|x| x.users(&join(&s.users, &args.scope_user)))
+        .and_then(|x| x.workspaces(&join(&s.workspaces, &args.scope_workspace)))
+        .and_then(|x| x.clouds(&join(&s.clouds, &args.scope_cloud)))
+        .and_then(|x| x.regions(&join(&s.regions, &args.scope_region)))
+        .and_then(|x| x.labels(&join(&s.labels, &args.scope_label)))
+        .and_then(|x| {
+            x.from_filter_env(
+                env("SKYPILOT_CLUSTER_FILTER").as_deref(),
+                env("SKYPILOT_REGION").as_deref(),
+            )
+        })
+        .map_err(|e| anyhow::anyhow!("scope: {e}"))
 }

@@ -6,6 +6,7 @@ mod collect;
 mod control;
 mod datadog;
 mod nodes;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,9 @@ pub struct Cli {
 pub enum Command {
     /// Collect fleet metrics once from every enabled collector and print or deliver them.
     Collect(collect::CollectArgs),
+    /// Serve the fleet metrics to Prometheus (collected on a schedule) and discovery of every
+    /// DCGM exporter in the Kubernetes contexts SkyPilot may use; push to Datadog if set.
+    Serve(Box<serve::ServeArgs>),
     /// Print the metric catalog (every metric skydeck emits, with units and help).
     Catalog(catalog::CatalogArgs),
     /// Datadog helpers: validate the API key, publish metric metadata.
@@ -50,7 +54,7 @@ pub enum Command {
 impl Command {
     /// Whether the command serves many requests at once (and wants a thread per core).
     pub fn is_server(&self) -> bool {
-        matches!(self, Command::Control(_))
+        matches!(self, Command::Control(_) | Command::Serve(_))
     }
 }
 
@@ -58,6 +62,7 @@ impl Command {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Collect(args) => collect::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Catalog(args) => catalog::run(args),
         Command::Datadog(args) => datadog::run(args).await,
         Command::Control(args) => control::run(*args).await,

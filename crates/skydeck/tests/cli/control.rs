@@ -383,7 +383,7 @@ fn lifecycle(db: TestDb) {
     assert_eq!(
         metric(
             &text,
-            r#"skydeck_control_nodes{status="active",provider="aws",gpu="A10G"}"#
+            r#"skydeck_control_nodes{gpu="A10G",provider="aws",status="active"}"#
         ),
         Some(1.0)
     );

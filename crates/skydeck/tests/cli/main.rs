@@ -9,4 +9,6 @@ mod external;
 mod faults;
 mod real_skypilot;
 mod secrets;
+mod serve;
+mod serve_discovery;
 mod util;

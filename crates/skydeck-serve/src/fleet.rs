@@ -1,0 +1,199 @@
+//! The SkyPilot collector in serve: each request refreshed on its own loop, the fleet
+//! metrics recomputed from the latest good answer of each.
+//!
+//! A failed refresh keeps the previous answer (and so the previous values), marks its request
+//! and the `skypilot` collector down, and drops the client when the server was unreachable or
+//! refused the credential, so the next refresh connects again (with `--fallback-local` if
+//! set). Metrics appear once status, jobs and cost have each answered once.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use skydeck_collect::collectors::skypilot::{Part, PartAnswer, QueueProbe, SkypilotCollector};
+use skydeck_collect::{CollectError, Collector};
+use skydeck_skypilot::Client;
+use skydeck_skypilot::api::{ClusterRecord, CostRecord, ManagedJobRecord};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::delivery::Delivery;
+use crate::{RunResult, ServeOptions, Snapshot, jittered, sleep_or_stop};
+
+/// The name of the built-in collector.
+const NAME: &str = "skypilot";
+
+#[derive(Default)]
+struct Answers {
+    clusters: Option<Arc<Vec<ClusterRecord>>>,
+    jobs: Option<Arc<Vec<ManagedJobRecord>>>,
+    costs: Option<Arc<Vec<CostRecord>>>,
+    queues: Option<QueueProbe>,
+}
+
+struct Fleet {
+    collector: Arc<SkypilotCollector>,
+    client: tokio::sync::Mutex<Option<Client>>,
+    answers: Mutex<Answers>,
+    snapshot: Snapshot,
+    delivery: Delivery,
+    queues: bool,
+}
+
+/// Starts one loop per request.
+pub(crate) fn start(
+    collector: Arc<SkypilotCollector>,
+    opts: &ServeOptions,
+    snapshot: Snapshot,
+    delivery: Delivery,
+    tasks: &mut JoinSet<()>,
+    stop: &watch::Receiver<bool>,
+) {
+    let queues = collector.options().cluster_queues.is_some();
+    let mut parts = vec![Part::Status, Part::Jobs, Part::Cost];
+    if queues {
+        parts.push(Part::Queues);
+    }
+    // Ready means every request answered within two of its intervals; the collector as a
+    // whole within two of the shortest.
+    let shortest = parts
+        .iter()
+        .map(|p| opts.intervals.of(*p))
+        .min()
+        .unwrap_or_default();
+    snapshot.register(NAME, shortest);
+    for p in &parts {
+        snapshot.register_request(p.as_str(), opts.intervals.of(*p));
+    }
+    let fleet = Arc::new(Fleet {
+        collector,
+        client: tokio::sync::Mutex::new(None),
+        answers: Mutex::new(Answers::default()),
+        snapshot,
+        delivery,
+        queues,
+    });
+    for part in parts {
+        let (fleet, mut stop) = (Arc::clone(&fleet), stop.clone());
+        let interval = opts.intervals.of(part);
+        let jitter = opts.jitter;
+        tasks.spawn(async move {
+            if part == Part::Queues {
+                // The probe reads the UP clusters of a status answer: wait for the first.
+                while fleet.lock().clusters.is_none() {
+                    if !sleep_or_stop(Duration::from_millis(200), &mut stop).await {
+                        return;
+                    }
+                }
+            }
+            loop {
+                fleet.refresh(part).await;
+                if !sleep_or_stop(jittered(interval, jitter), &mut stop).await {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+impl Fleet {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Answers> {
+        self.answers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn client(&self) -> Result<Client, CollectError> {
+        let mut g = self.client.lock().await;
+        if let Some(c) = &*g {
+            return Ok(c.clone());
+        }
+        let c = self.collector.connect_with_fallback().await?;
+        *g = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn refresh(&self, part: Part) {
+        let t0 = Instant::now();
+        let clusters = self.lock().clusters.clone().unwrap_or_default();
+        let limit = self.collector.timeout();
+        let result = tokio::time::timeout(limit, async {
+            let client = self.client().await?;
+            self.collector.fetch_part(&client, part, &clusters).await
+        })
+        .await;
+        let elapsed = t0.elapsed();
+        let answer = match result {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                if let CollectError::Skypilot(se) = &e
+                    && se.is_unreachable_or_unauthorized()
+                {
+                    *self.client.lock().await = None;
+                }
+                if matches!(e, CollectError::Fallback { .. }) {
+                    *self.client.lock().await = None;
+                }
+                return self.failed(part, e.to_string(), elapsed);
+            }
+            Err(_) => {
+                // A hung request may mean a stuck connection: connect afresh next time.
+                *self.client.lock().await = None;
+                return self.failed(
+                    part,
+                    format!("timed out after {:.0} s", limit.as_secs_f64()),
+                    elapsed,
+                );
+            }
+        };
+        tracing::info!(
+            request = part.as_str(),
+            elapsed_s = elapsed.as_secs_f64(),
+            "SkyPilot refresh"
+        );
+        {
+            let mut g = self.lock();
+            match answer {
+                PartAnswer::Status(c) => g.clusters = Some(Arc::new(c)),
+                PartAnswer::Jobs(j) => g.jobs = Some(Arc::new(j)),
+                PartAnswer::Cost(c) => g.costs = Some(Arc::new(c)),
+                PartAnswer::Queues(q) => g.queues = Some(q),
+            }
+        }
+        self.snapshot.record_request(part.as_str(), Ok(()));
+        self.recompute(elapsed);
+    }
+
+    fn failed(&self, part: Part, reason: String, elapsed: Duration) {
+        tracing::warn!(request = part.as_str(), "SkyPilot refresh failed: {reason}");
+        self.snapshot
+            .record_request(part.as_str(), Err(reason.clone()));
+        self.snapshot.record(
+            NAME,
+            elapsed,
+            RunResult::Failed(format!("{}: {reason}", part.as_str())),
+        );
+    }
+
+    fn recompute(&self, elapsed: Duration) {
+        let (clusters, jobs, costs, queues) = {
+            let g = self.lock();
+            match (&g.clusters, &g.jobs, &g.costs) {
+                (Some(c), Some(j), Some(k)) => {
+                    (Arc::clone(c), Arc::clone(j), Arc::clone(k), g.queues)
+                }
+                _ => return, // not every request has answered yet
+            }
+        };
+        let at = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+            .unwrap_or_else(|_| jiff::Timestamp::now());
+        let queues = if self.queues { queues } else { None };
+        let samples = self
+            .collector
+            .compute_from(&clusters, &jobs, &costs, queues, at);
+        self.snapshot.record(NAME, elapsed, RunResult::Ok(samples));
+        if !self.snapshot.requests_up() {
+            self.snapshot
+                .mark_down(NAME, "a SkyPilot request's last refresh failed".into());
+        }
+        self.delivery.push(NAME, &self.snapshot);
+    }
+}
