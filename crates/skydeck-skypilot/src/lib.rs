@@ -15,6 +15,7 @@
 pub mod api;
 mod client;
 mod error;
+pub mod sky_config;
 pub mod target;
 mod unescape;
 

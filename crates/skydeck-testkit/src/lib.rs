@@ -10,6 +10,7 @@
 pub mod datadog;
 pub mod fleet;
 mod http;
+pub mod kube;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
