@@ -98,11 +98,15 @@ pub(crate) fn groups(
         labels.insert("job".to_string(), JOB.to_string());
         labels.insert("kubernetes_namespace".to_string(), e.namespace.clone());
         labels.insert("kubernetes_service_name".to_string(), e.service.clone());
-        if let Some(p) = &e.pod {
-            labels.insert("kubernetes_pod_name".to_string(), p.clone());
-        }
-        if let Some(n) = &e.node {
-            labels.insert("kubernetes_node_name".to_string(), n.clone());
+        // A Service address reaches any of its pods (kube-proxy picks one per connection), so
+        // in service mode a pod or node label would be a guess: one group per Service port.
+        if mode != TargetMode::Service {
+            if let Some(p) = &e.pod {
+                labels.insert("kubernetes_pod_name".to_string(), p.clone());
+            }
+            if let Some(n) = &e.node {
+                labels.insert("kubernetes_node_name".to_string(), n.clone());
+            }
         }
         if stale {
             labels.insert("skydeck_stale".to_string(), "true".to_string());
@@ -143,6 +147,10 @@ pub(crate) fn groups(
             labels,
         });
     }
+    if mode == TargetMode::Service {
+        out.sort();
+        out.dedup();
+    }
     out
 }
 
@@ -182,7 +190,7 @@ mod tests {
     }
 
     #[test]
-    fn service_mode_matches_seed_format_one_group_per_endpoint() {
+    fn service_mode_matches_seed_format_one_group_per_service() {
         let g = groups(
             "gke_proj_zone_c1",
             TargetMode::Service,
@@ -190,7 +198,11 @@ mod tests {
             &[exporter("a", "10.0.0.1"), exporter("b", "10.0.0.2")],
             false,
         );
-        assert_eq!(g.len(), 2);
+        assert_eq!(
+            g.len(),
+            1,
+            "two endpoints behind one Service are one target"
+        );
         let v = serde_json::to_value(&g[0]).unwrap();
         assert_eq!(
             v,
@@ -201,8 +213,6 @@ mod tests {
                     "job": "dcgm-exporter",
                     "kubernetes_namespace": "gpu-operator",
                     "kubernetes_service_name": "nvidia-dcgm-exporter",
-                    "kubernetes_pod_name": "a",
-                    "kubernetes_node_name": "node-of-a",
                     "__scheme__": "http",
                     "__metrics_path__": "/metrics"
                 }

@@ -1,6 +1,7 @@
 //! serve's HTTP routes: `/metrics` (fleet and health, text format or OpenMetrics), `/healthz`
 //! (alive), `/readyz` (every source fresh), and discovery's `/api/service-discovery` and
-//! `/proxy/…`; optional bearer-token auth on every route but `/healthz`.
+//! `/proxy/…`; optional bearer-token auth on every route but the probes (`/healthz`,
+//! `/readyz`, which a kubelet calls without a token and which carry no fleet data).
 //!
 //! The token is compared as a SHA-256 digest in constant time, so neither its length nor its
 //! prefix leaks through timing; TLS is left to the ingress.
@@ -71,7 +72,6 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 pub fn router(state: State) -> Router {
     let mut protected = Router::new()
         .route("/metrics", get(metrics))
-        .route("/readyz", get(readyz))
         .with_state(state.clone());
     let discovery_on = state.discovery.is_some();
     if let Some(d) = &state.discovery {
@@ -117,8 +117,11 @@ pub fn router(state: State) -> Router {
             }
         }));
     }
+    // The probes stay open: a kubelet cannot send a token, and they show no fleet data.
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
         .merge(protected)
 }
 
@@ -253,10 +256,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn every_route_but_healthz_needs_the_token() {
+    async fn every_route_but_the_probes_needs_the_token() {
         let r = router(state(Some("s3cret-token")));
         assert_eq!(get(&r, "/healthz", &[]).await.0, StatusCode::OK);
-        for path in ["/metrics", "/readyz"] {
+        assert_eq!(
+            get(&r, "/readyz", &[]).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        for path in ["/metrics", "/nope"] {
             let (code, h, body) = get(&r, path, &[]).await;
             assert_eq!(code, StatusCode::UNAUTHORIZED, "{path}");
             assert!(h.contains_key(header::WWW_AUTHENTICATE));
@@ -266,7 +273,7 @@ mod tests {
             let (code, ..) = get(&r, path, &[("authorization", "Bearer s3cret-token")]).await;
             assert_ne!(code, StatusCode::UNAUTHORIZED, "{path}");
         }
-        let (code, _, body) = get(&r, "/nope", &[]).await;
+        let (code, _, body) = get(&r, "/nope", &[("authorization", "Bearer s3cret-token")]).await;
         assert_eq!(code, StatusCode::NOT_FOUND);
         assert!(body.contains("\"error\""), "{body}");
     }

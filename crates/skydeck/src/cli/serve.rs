@@ -220,12 +220,10 @@ fn discovery(
 ) -> anyhow::Result<Option<Discovery>> {
     let d = &cfg.discovery;
     let paths = kubeconfig_paths(args, cfg);
-    let explicit = !args.kubeconfig.is_empty()
-        || !d.kubeconfig.is_empty()
-        || !args.context.is_empty()
-        || !d.contexts.is_empty();
+    let files_named = !args.kubeconfig.is_empty() || !d.kubeconfig.is_empty();
+    let contexts_named = !args.context.is_empty() || !d.contexts.is_empty();
     if !paths.iter().any(|p| p.exists()) {
-        if explicit {
+        if files_named {
             anyhow::bail!(
                 "discovery: no kubeconfig file exists among {}",
                 paths
@@ -235,8 +233,11 @@ fn discovery(
                     .join(", ")
             );
         }
-        tracing::info!("discovery is off: no kubeconfig ($KUBECONFIG or ~/.kube/config)");
-        return Ok(None);
+        // Named contexts (`in-cluster`: the pod's service account) need no file.
+        if !contexts_named {
+            tracing::info!("discovery is off: no kubeconfig ($KUBECONFIG or ~/.kube/config)");
+            return Ok(None);
+        }
     }
     let wanted: Vec<String> = if !args.context.is_empty() {
         args.context.clone()
