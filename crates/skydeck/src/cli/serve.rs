@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt;
 use clap::Args;
 use secrecy::SecretString;
 use skydeck_discovery::{ContextSet, Discovery, DiscoveryOptions, TargetMode};
@@ -163,6 +164,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // The listening line is printed in one write, so a test reading stderr sees it whole.
     let line = format!("skydeck serve listening on http://{local}\n");
     eprint!("{line}");
+    // TCP_NODELAY: a proxied scrape streams the API server's TLS records (≤ 16 KB) as they
+    // arrive, and with Nagle the last small segment waits for a delayed ACK (~40 ms each).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {e}");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
     let result = server.await;
     // In-flight scrapes have finished; stop the schedule (no new runs start).
