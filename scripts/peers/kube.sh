@@ -146,7 +146,12 @@ cmd_down() {
   local dir=$PEERS/kube-$name f
   for f in apiserver etcd; do
     [[ -f $dir/$f.pid ]] || continue
-    kill "$(cat "$dir/$f.pid")" 2>/dev/null || true
+    local pid i
+    pid=$(cat "$dir/$f.pid")
+    kill "$pid" 2>/dev/null || true
+    # The API server takes a few seconds to drain; don't leave it behind.
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
     rm -f "$dir/$f.pid"
   done
   rm -f "$dir/endpoint"

@@ -59,6 +59,19 @@ impl std::fmt::Debug for ContextSet {
     }
 }
 
+/// The kubeconfig files kubectl would read: `$KUBECONFIG` (a path list, `:`-separated on
+/// Unix) when set and not empty, else `~/.kube/config`. Given as inputs so that tests never
+/// read the real `~/.kube`.
+pub fn default_kubeconfig_paths(kubeconfig_env: Option<&str>, home: Option<&Path>) -> Vec<PathBuf> {
+    if let Some(k) = kubeconfig_env.filter(|k| !k.trim().is_empty()) {
+        return std::env::split_paths(k)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+    }
+    home.map(|h| vec![h.join(".kube").join("config")])
+        .unwrap_or_default()
+}
+
 impl ContextSet {
     /// Loads the contexts named in `wanted` (or the current context when `wanted` is empty)
     /// from the kubeconfig files `kubeconfig_paths`, merged in order (first wins).
@@ -322,5 +335,23 @@ contexts:\n- name: a\n  context: {cluster: ca, user: ua}\n- name: b\n  context: 
             .unwrap_err()
             .to_string();
         assert!(e.contains(&p.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn default_paths_follow_kubectl() {
+        let home = Path::new("/home/u");
+        assert_eq!(
+            default_kubeconfig_paths(Some("/a:/b::/c"), Some(home)),
+            [
+                PathBuf::from("/a"),
+                PathBuf::from("/b"),
+                PathBuf::from("/c")
+            ]
+        );
+        assert_eq!(
+            default_kubeconfig_paths(Some(" "), Some(home)),
+            [PathBuf::from("/home/u/.kube/config")]
+        );
+        assert!(default_kubeconfig_paths(None, None).is_empty());
     }
 }

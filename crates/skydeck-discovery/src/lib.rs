@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub use contexts::{ContextSet, IN_CLUSTER};
+pub use contexts::{ContextSet, IN_CLUSTER, default_kubeconfig_paths};
 pub use dcgm::DCGM_PORT;
 pub use error::Error;
 pub use http_sd::TargetGroup;

@@ -15,7 +15,9 @@ use anyhow::Context as _;
 use axum::serve::ListenerExt;
 use clap::Args;
 use secrecy::SecretString;
-use skydeck_discovery::{ContextSet, Discovery, DiscoveryOptions, TargetMode};
+use skydeck_discovery::{
+    ContextSet, Discovery, DiscoveryOptions, TargetMode, default_kubeconfig_paths,
+};
 use skydeck_serve::{Intervals, Serve, ServeOptions, Sources};
 use skydeck_sinks::Sink;
 
@@ -200,8 +202,7 @@ async fn push_sinks(
     Ok(vec![Arc::from(sink)])
 }
 
-/// Kubeconfig files: the flag's or the config's, else `$KUBECONFIG` (colon-separated, as
-/// kubectl reads it), else `~/.kube/config`.
+/// Kubeconfig files: the flag's or the config's, else kubectl's default.
 fn kubeconfig_paths(args: &ServeArgs, cfg: &Config) -> Vec<PathBuf> {
     if !args.kubeconfig.is_empty() {
         return args.kubeconfig.clone();
@@ -209,16 +210,8 @@ fn kubeconfig_paths(args: &ServeArgs, cfg: &Config) -> Vec<PathBuf> {
     if !cfg.discovery.kubeconfig.is_empty() {
         return cfg.discovery.kubeconfig.clone();
     }
-    if let Ok(k) = std::env::var("KUBECONFIG")
-        && !k.trim().is_empty()
-    {
-        return std::env::split_paths(&k)
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect();
-    }
-    std::env::var_os("HOME")
-        .map(|h| vec![PathBuf::from(h).join(".kube").join("config")])
-        .unwrap_or_default()
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    default_kubeconfig_paths(std::env::var("KUBECONFIG").ok().as_deref(), home.as_deref())
 }
 
 fn discovery(
