@@ -238,6 +238,22 @@ catalog! {
     TRAINING_AVG_COST = "skypilot.training.avg_cost_per_run",
         "skypilot_training_avg_cost_per_run_dollars", Gauge, Dollar, NONE,
         "Mean cluster cost of the training runs completed in the last 7 days.";
+    CLUSTERS_AVG_UTILIZATION = "skypilot.clusters.avg_utilization_percent",
+        "skypilot_clusters_avg_utilization_ratio", Gauge, Percent, NONE,
+        "Mean GPU utilization over the window of the GPUs matched to UP clusters (DCGM).";
+    CLUSTERS_GPU_IDLE = "skypilot.clusters.gpu_idle", "skypilot_clusters_gpu_idle", Gauge,
+        Cluster, NONE,
+        "UP clusters whose every GPU stayed under the idle threshold for the whole window.";
+    GPUS_IDLE = "skypilot.gpus.idle", "skypilot_gpus_idle", Gauge, Gpu, NONE,
+        "GPUs of UP clusters that stayed under the idle threshold for the whole window.";
+    IDLE_BURN_RATE = "skypilot.compute.idle_burn_rate_hourly",
+        "skypilot_compute_idle_burn_rate_dollars_per_hour", Gauge, DollarPerHour, NONE,
+        "Spend per hour of the GPU-idle clusters (from the cost report).";
+    CLUSTERS_GPU_UNKNOWN = "skypilot.clusters.gpu_unknown", "skypilot_clusters_gpu_unknown",
+        Gauge, Cluster, NONE,
+        "UP clusters with GPUs whose utilization data is missing, stale or partial.";
+    GPUS_UNMATCHED = "skypilot.gpus.unmatched", "skypilot_gpus_unmatched", Gauge, Gpu, NONE,
+        "GPUs reporting utilization that match no SkyPilot cluster (counted, never guessed).";
     COLLECTOR_UP = "skydeck.collector.up", "skydeck_collector_up", Gauge, Boolean, COLLECTOR,
         "1 when the collector's last run succeeded, 0 when it failed or timed out.";
     COLLECTOR_DURATION = "skydeck.collector.duration_seconds", "skydeck_collector_duration_seconds",

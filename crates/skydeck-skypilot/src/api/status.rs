@@ -107,6 +107,11 @@ pub struct ClusterRecord {
     /// Cluster hash (joins with cost records).
     #[serde(default)]
     pub cluster_hash: Option<String>,
+    /// The name the cloud knows the cluster by (lower-cased name plus `-<user hash>`, truncated
+    /// and hashed when long). On Kubernetes its pods are `<this>-head` and `<this>-worker<i>`
+    /// with the label `skypilot-cluster-name=<this>`: what GPU metrics are matched by.
+    #[serde(default)]
+    pub cluster_name_on_cloud: Option<String>,
     /// Launch time, epoch seconds.
     #[serde(default)]
     pub launched_at: Option<i64>,

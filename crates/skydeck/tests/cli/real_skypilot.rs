@@ -127,15 +127,28 @@ fn assert_matches_ground_truth(size: &str) {
         problems.join("\n")
     );
     // Every catalog metric of the SkyPilot collector is there (the seeded fleet has finished,
-    // failed and training jobs), except the opt-in queue probe; and the fleet is not empty.
+    // failed and training jobs), except the opt-in queue probe and the GPU utilization metrics
+    // (no DCGM source here); and the fleet is not empty.
     let names: BTreeSet<&str> = ours.keys().map(|k| k.0.as_str()).collect();
     let catalog: BTreeSet<&str> = skydeck_core::catalog::ALL
         .iter()
         .map(|d| d.name)
         .filter(|n| n.starts_with("skypilot."))
         .filter(|n| {
-            *n != skydeck_core::catalog::CLUSTERS_IDLE.name
-                && *n != skydeck_core::catalog::CLUSTERS_QUEUE_UNREACHABLE.name
+            use skydeck_core::catalog as c;
+            // The queue probe is opt-in, and the GPU metrics need a utilization source.
+            ![
+                &c::CLUSTERS_IDLE,
+                &c::CLUSTERS_QUEUE_UNREACHABLE,
+                &c::CLUSTERS_AVG_UTILIZATION,
+                &c::CLUSTERS_GPU_IDLE,
+                &c::GPUS_IDLE,
+                &c::IDLE_BURN_RATE,
+                &c::CLUSTERS_GPU_UNKNOWN,
+                &c::GPUS_UNMATCHED,
+            ]
+            .iter()
+            .any(|d| d.name == *n)
         })
         .collect();
     assert_eq!(names, catalog);
