@@ -38,7 +38,11 @@ fn repo_root() -> PathBuf {
 fn skypilot_python() -> PathBuf {
     let py = match std::env::var_os("SKYDECK_TEST_PYTHON_SKYPILOT") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => repo_root().join("target/peers/skypilot-venv/bin/python"),
+        // Where scripts/test.sh put the peers (SKYDECK_PEERS_DIR, as every peer script reads).
+        _ => std::env::var_os("SKYDECK_PEERS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target/peers"))
+            .join("skypilot-venv/bin/python"),
     };
     assert!(
         py.exists(),
