@@ -72,6 +72,12 @@ pub enum Unit {
     Event,
     /// A Unix timestamp in seconds.
     Timestamp,
+    /// Bytes.
+    Byte,
+    /// Watts.
+    Watt,
+    /// Degrees Celsius.
+    Celsius,
 }
 
 impl Unit {
@@ -93,6 +99,9 @@ impl Unit {
             Unit::Sample => "sample",
             Unit::Event => "event",
             Unit::Timestamp => "second",
+            Unit::Byte => "byte",
+            Unit::Watt => "watt",
+            Unit::Celsius => "degree celsius",
         }
     }
 
@@ -164,6 +173,17 @@ const NODE_GROUP: &[&str] = &["status", "provider", "gpu"];
 const NODE_UPTIME: &[&str] = &["cluster_name", "provider", "gpu"];
 const NODE_NAME: &[&str] = &["cluster_name"];
 const PROVIDER_GPU: &[&str] = &["provider", "gpu"];
+const CLOUD: &[&str] = &["cloud"];
+const GPU_SERIES: &[&str] = &[
+    "cluster",
+    "gpu",
+    "modelName",
+    "Hostname",
+    "kubernetes_namespace",
+    "pod",
+];
+const SOURCE: &[&str] = &["source"];
+const IDLE_DECISION: &[&str] = &["action", "outcome"];
 
 catalog! {
     JOBS_RUNNING = "skypilot.jobs.running", "skypilot_jobs_running", Gauge, Job, NONE,
@@ -254,6 +274,31 @@ catalog! {
         "UP clusters with GPUs whose utilization data is missing, stale or partial.";
     GPUS_UNMATCHED = "skypilot.gpus.unmatched", "skypilot_gpus_unmatched", Gauge, Gpu, NONE,
         "GPUs reporting utilization that match no SkyPilot cluster (counted, never guessed).";
+    CLUSTERS_UNPRICED = "skypilot.clusters.unpriced", "skypilot_clusters_unpriced", Gauge,
+        Cluster, CLOUD,
+        "Running clusters the cost report gives no price (Kubernetes without kubernetes.pricing).";
+    GPU_UTILIZATION = "skypilot.gpu.utilization", "skypilot_gpu_utilization_ratio", Gauge,
+        Percent, GPU_SERIES,
+        "One GPU's utilization (DCGM engine activity, else GPU util), forwarded per GPU.";
+    GPU_MEMORY_USED = "skypilot.gpu.memory_used", "skypilot_gpu_memory_used_bytes", Gauge, Byte,
+        GPU_SERIES,
+        "One GPU's framebuffer memory in use (DCGM_FI_DEV_FB_USED), forwarded per GPU.";
+    GPU_POWER = "skypilot.gpu.power", "skypilot_gpu_power_watts", Gauge, Watt, GPU_SERIES,
+        "One GPU's power draw (DCGM_FI_DEV_POWER_USAGE), forwarded per GPU.";
+    GPU_TEMPERATURE = "skypilot.gpu.temperature", "skypilot_gpu_temperature_celsius", Gauge,
+        Celsius, GPU_SERIES,
+        "One GPU's temperature (DCGM_FI_DEV_GPU_TEMP), forwarded per GPU.";
+    GPU_XID = "skypilot.gpu.last_xid_error", "skypilot_gpu_last_xid_error", Gauge, Event,
+        GPU_SERIES,
+        "The last XID error code one GPU reported (DCGM_FI_DEV_XID_ERRORS; 0 for none).";
+    GPU_SOURCE_UP = "skydeck.gpu.source_up", "skydeck_gpu_source_up", Gauge, Boolean, SOURCE,
+        "1 when the last read of GPU utilization from this source (prometheus, scrape) worked.";
+    GPU_SAMPLES_REJECTED = "skydeck.gpu.samples_rejected", "skydeck_gpu_samples_rejected",
+        Gauge, Sample, SOURCE,
+        "Utilization samples of the last read refused as NaN, infinite or out of range.";
+    IDLE_DECISIONS = "skydeck.idle.decisions", "skydeck_idle_decisions_total", Counter, Event,
+        IDLE_DECISION,
+        "Idle-stop decisions by action (report, autostop, stop, down) and outcome.";
     COLLECTOR_UP = "skydeck.collector.up", "skydeck_collector_up", Gauge, Boolean, COLLECTOR,
         "1 when the collector's last run succeeded, 0 when it failed or timed out.";
     COLLECTOR_DURATION = "skydeck.collector.duration_seconds", "skydeck_collector_duration_seconds",

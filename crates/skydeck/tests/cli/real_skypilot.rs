@@ -146,6 +146,12 @@ fn assert_matches_ground_truth(size: &str) {
                 &c::IDLE_BURN_RATE,
                 &c::CLUSTERS_GPU_UNKNOWN,
                 &c::GPUS_UNMATCHED,
+                &c::CLUSTERS_UNPRICED,
+                &c::GPU_UTILIZATION,
+                &c::GPU_MEMORY_USED,
+                &c::GPU_POWER,
+                &c::GPU_TEMPERATURE,
+                &c::GPU_XID,
             ]
             .iter()
             .any(|d| d.name == *n)
