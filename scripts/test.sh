@@ -7,8 +7,9 @@
 #    built once from Debian's Kubernetes source package into ~/.cache/skydeck-peers (about
 #    9 min the first time on a machine); finds PostgreSQL on 127.0.0.1:5432 or starts a
 #    throwaway one with pg_ctl,
-# 2. starts two real SkyPilot API servers on 127.0.0.1, each with its own HOME under
-#    target/peers and a seeded fleet (10 clusters / 50 jobs and 200 clusters / 5000 jobs),
+# 2. starts three real SkyPilot API servers on 127.0.0.1, each with its own HOME under
+#    target/peers and a seeded fleet (10 clusters / 50 jobs, 200 clusters / 5000 jobs, and a
+#    Kubernetes-only 12 clusters / 30 jobs whose config carries scripts/peers/k8s_pricing.yaml),
 #    moto's AWS Secrets Manager, and etcd + kube-apiserver, while the tests compile,
 # 3. runs the tests (cargo nextest when installed, else cargo test),
 # 4. stops the servers, whatever happened.
@@ -34,6 +35,7 @@ export SKYDECK_TEST_DATABASE_URL
 stop_peers() {
   "$peer" down test-small >/dev/null 2>&1 || true
   "$peer" down test-large >/dev/null 2>&1 || true
+  "$peer" down test-priced >/dev/null 2>&1 || true
   scripts/peers/moto.sh stop >/dev/null 2>&1 || true
   scripts/peers/postgres.sh stop >/dev/null 2>&1 || true
   scripts/peers/kube.sh down test >/dev/null 2>&1 || true
@@ -46,6 +48,9 @@ mkdir -p "$log_dir"
 small_pid=$!
 "$peer" up test-large --clusters 200 --jobs 5000 >"$log_dir/up-large.log" 2>&1 &
 large_pid=$!
+"$peer" up test-priced --clusters 12 --jobs 30 --clouds kubernetes \
+  --extra-config scripts/peers/k8s_pricing.yaml >"$log_dir/up-priced.log" 2>&1 &
+priced_pid=$!
 scripts/peers/kube.sh up test >"$log_dir/up-kube.log" 2>&1 &
 kube_pid=$!
 
@@ -55,7 +60,7 @@ export SKYDECK_TEST_MOTO_URL
 echo "==> building the tests while the SkyPilot servers start" >&2
 cargo build --workspace --tests --locked
 
-for name in small large; do
+for name in small large priced; do
   pid_var="${name}_pid"
   if ! wait "${!pid_var}"; then
     echo "error: starting the SkyPilot test server '$name' failed; its log:" >&2
@@ -75,6 +80,7 @@ echo "==> SkyPilot test servers: $(cat "$SKYDECK_PEERS_DIR/test-small/endpoint")
 # The real-server tests read these; without them they fail loudly instead of passing.
 export SKYDECK_TEST_SKYPILOT_SMALL="$SKYDECK_PEERS_DIR/test-small"
 export SKYDECK_TEST_SKYPILOT_LARGE="$SKYDECK_PEERS_DIR/test-large"
+export SKYDECK_TEST_SKYPILOT_PRICED="$SKYDECK_PEERS_DIR/test-priced"
 export SKYDECK_TEST_PYTHON="${SKYDECK_TEST_PYTHON:-python3}"
 SKYDECK_TEST_PYTOOLS_PYTHON=$(scripts/peers/pytools.sh python)
 export SKYDECK_TEST_PYTOOLS_PYTHON

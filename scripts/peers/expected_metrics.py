@@ -52,6 +52,14 @@ these decisions where the table is loose:
 * Training runs: job name matches the pattern (re.search). runs_active =
   training jobs whose status is RUNNING; runs_completed_7d and
   avg_cost_per_run as completed_7d / cost_per_job_avg restricted to them.
+* clusters.unpriced, tagged cloud: the running clusters whose cost is $0 in
+  the cost report. Running = UP or AUTOSTOPPING in /status, or a live record
+  (managed ones and INIT included) with an open usage interval. Unpriced =
+  no record for it, or total_cost (as above) 0 while duration > 0: a
+  Kubernetes cluster when the server's config has no kubernetes.pricing, or
+  one whose accelerator that pricing does not list (the record's
+  hourly_price_per_node is 0). One series per cloud of any /status cluster
+  or 7-day record, zeros included ({"cloud": "none"} 0 when there is none).
 * Not emitted: clusters.idle, clusters.queue_unreachable,
   clusters.avg_utilization_percent, storage.cost_7d.
 """
@@ -231,6 +239,28 @@ def compute(fleet, at, pattern):
         names = {f"{t['task_name']}-{j['job_id']}" for t in j['tasks']}
         matched = [total_by_name[n] for n in names if n in total_by_name]
         return sum(matched) if matched else None
+
+    # ---- unpriced clusters ----------------------------------------------
+    clouds = {c['cloud'] for c in clusters} | {r['cloud'] for r in records}
+    unpriced = {c: 0 for c in clouds} or {'none': 0}
+    live = {r['cluster_hash']: r for r in records if r['live']}
+    accruing = {c['cluster_hash']: c['cloud'] for c in clusters
+               if c['status'] in ('UP', 'AUTOSTOPPING')}
+    for h, r in live.items():
+        if any(end is None for _, end in r['usage_intervals']):
+            accruing.setdefault(h, r['cloud'])
+    for h, cloud in accruing.items():
+        r = live.get(h)
+        if r is None:
+            unpriced[cloud] += 1
+            continue
+        duration = record_duration(r, at)
+        total = (r['hourly_price_per_node'] * r['num_nodes'] * duration /
+                 3600.0)
+        if total <= 0 and duration > 0:
+            unpriced[r['cloud']] += 1
+    for cloud, n in sorted(unpriced.items()):
+        emit('skypilot.clusters.unpriced', n, {'cloud': cloud})
 
     costs = [c for c in (job_cost(j) for j in completed) if c is not None]
     if costs:

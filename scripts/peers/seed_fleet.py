@@ -15,7 +15,10 @@ CloudVmRayResourceHandle objects):
 
   * ~/.sky/catalogs/v8/{aws,gcp,lambda}/vms.csv -- minimal pricing catalogs with
     public-list-like prices and no .meta/*.md5 (so SkyPilot never re-downloads
-    them). They are THE source of prices: `CATALOG` below.
+    them). They are THE source of prices: `CATALOG` below. Kubernetes prices
+    come from kubernetes.pricing in the server's ~/.sky/config.yaml when it
+    has one (written by skypilot.sh before this runs), else 0; every price is
+    checked against SkyPilot's own Resources.get_cost.
   * clusters (+ cluster_yaml, cluster_history, cluster_events) for the live
     user clusters, terminated clusters (history only) and managed-job clusters.
   * spot_jobs.db: job_info, spot (one row per task) and job_events.
@@ -41,7 +44,13 @@ back from the server). Shape (all times epoch seconds; null = JSON null):
   "catalog": [{"cloud", "instance_type", "region", "zone"|null,
                "accelerator": str|null, "accelerator_count": int|null,
                "price": float, "spot_price": float|null}],
-               # per node and hour; GCP GPU offerings = host VM + GPU rows
+               # per node and hour; GCP GPU offerings = host VM + GPU rows;
+               # Kubernetes: from k8s_pricing (0 without it)
+  "clouds": [str],     # --clouds: the clouds the fleet uses
+  "k8s_pricing": {context: {"cpu": float, "memory": float,
+                            "accelerators": {name: float}}},
+               # kubernetes.pricing merged with the context's override, as
+               # read from the server's config; {} when it has none
   "keeper_pid": int,
   "clusters": [        # live NON-managed clusters (what /status returns)
      {"name", "cluster_hash", "status": "UP|INIT|STOPPED|AUTOSTOPPING",
@@ -135,7 +144,9 @@ LAMBDA_INSTANCES = [
     ('gpu_1x_a100_sxm4', 'A100', 1, 30, 200, 1.2900),
 ]
 LAMBDA_REGIONS = {'us-east-1': 1.00, 'us-west-1': 1.00, 'us-south-1': 1.00}
-# Kubernetes: virtual instance types, cost 0 (no kubernetes.pricing config).
+# Kubernetes: virtual instance types <cpus>CPU--<mem>GB[--<acc>:<n>]. They cost
+# 0 unless the server's ~/.sky/config.yaml has kubernetes.pricing (skypilot.sh
+# up --extra-config); then the price is what that config says (k8s_hourly).
 K8S_INSTANCES = [
     ('32CPU--256GB--H100:8', 'H100', 8, 32, 256),
     ('8CPU--32GB--L4:1', 'L4', 1, 8, 32),
@@ -144,6 +155,10 @@ K8S_INSTANCES = [
 ]
 K8S_CONTEXTS = ['gke_ml-platform_us-central1_h100-pool',
                 'eks_inference-prod_us-west-2']
+
+# The resolved kubernetes.pricing per context, read from the server's config by
+# load_k8s_pricing() before anything is priced; {} = no pricing anywhere.
+K8S_PRICING = {}
 
 USERS = ['alice', 'bob', 'carol', 'dave', 'erin']
 WORKSPACES = ['default', 'ml-research']
@@ -237,9 +252,47 @@ class Offering:
 
     def hourly(self, region, spot):
         if self.cloud == 'kubernetes':
-            return 0.0
+            return k8s_hourly(K8S_PRICING.get(region, {}), self.vcpus,
+                              self.mem, self.acc, self.count)
         price, spot_price = self.prices[region]
         return spot_price if spot else price
+
+
+def load_k8s_pricing():
+    """Reads kubernetes.pricing and each context's override from the
+    server's config through SkyPilot's own config loader (which validates it
+    against SkyPilot's schema), and merges them as 0.14.1 documents it: an
+    override replaces cpu/memory and adds or replaces single accelerators.
+    Runs after Sky() has imported sky."""
+    from sky import skypilot_config
+    base = skypilot_config.get_nested(('kubernetes', 'pricing'), None)
+    out = {}
+    for ctx in K8S_CONTEXTS:
+        over = skypilot_config.get_nested(
+            ('kubernetes', 'context_configs', ctx, 'pricing'), None)
+        if base is None and over is None:
+            continue
+        merged = {'cpu': 0.0, 'memory': 0.0, 'accelerators': {}}
+        for level in (base or {}, over or {}):
+            for k in ('cpu', 'memory'):
+                if k in level:
+                    merged[k] = float(level[k])
+            for acc, rate in (level.get('accelerators') or {}).items():
+                merged['accelerators'][acc] = float(rate)
+        out[ctx] = merged
+    K8S_PRICING.clear()
+    K8S_PRICING.update(out)
+
+
+def k8s_hourly(pricing, vcpus, mem, acc, count):
+    """Per pod (node) and hour: an accelerator pod costs count x its rate,
+    all-in (cpu and memory are not added; an accelerator not listed costs 0);
+    a CPU-only pod costs vcpus x cpu + GiB x memory."""
+    if acc:
+        rates = {k.lower(): v
+                 for k, v in pricing.get('accelerators', {}).items()}
+        return count * rates.get(acc.lower(), 0.0)
+    return vcpus * pricing.get('cpu', 0.0) + mem * pricing.get('memory', 0.0)
 
 
 def build_catalog():
@@ -296,7 +349,7 @@ def build_catalog():
         for ctx in K8S_CONTEXTS:
             flat.append(dict(cloud='Kubernetes', instance_type=it, region=ctx,
                              zone=None, accelerator=acc, accelerator_count=cnt,
-                             price=0.0, spot_price=None))
+                             price=o.hourly(ctx, False), spot_price=None))
         offerings.append(o)
     return offerings, rows, flat
 
@@ -454,6 +507,9 @@ class Fleet:
         self.w1 = now - DAY
         self.sky = sky_
         self.offerings, self.catalog_rows, self.catalog_flat = build_catalog()
+        # --clouds: only these clouds' offerings are used (default: all).
+        self.offerings = [o for o in self.offerings if o.cloud in args.clouds]
+        self.first = [f for f in self.FIRST_CLUSTERS if f[0] in args.clouds]
         self.users = [(u, user_hash(u)) for u in USERS]
         # Output rows.
         self.cluster_rows = []
@@ -611,8 +667,8 @@ class Fleet:
 
     def pick_offering(self, i):
         """(offering, forced spot flag or None)."""
-        if i < len(self.FIRST_CLUSTERS):
-            cloud, it, spot = self.FIRST_CLUSTERS[i]
+        if i < len(self.first):
+            cloud, it, spot = self.first[i]
             off = next(o for o in self.offerings
                        if o.cloud == cloud and o.instance_type == it)
             return off, spot
@@ -1117,7 +1173,14 @@ def main():
     ap.add_argument('--seed', type=int, default=1)
     ap.add_argument('--out', required=True, help='fleet.json path')
     ap.add_argument('--keeper-pidfile', required=True)
+    ap.add_argument('--clouds', default='aws,gcp,lambda,kubernetes',
+                    help='comma-separated clouds the fleet uses '
+                    '(aws, gcp, lambda, kubernetes)')
     args = ap.parse_args()
+    args.clouds = [c.strip() for c in args.clouds.split(',') if c.strip()]
+    bad = set(args.clouds) - {'aws', 'gcp', 'lambda', 'kubernetes'}
+    if bad or not args.clouds:
+        raise SystemExit(f'seed_fleet.py: bad --clouds {sorted(bad)}')
     home = os.path.expanduser('~')
     import pwd
     real_home = pwd.getpwuid(os.getuid()).pw_dir
@@ -1132,6 +1195,7 @@ def main():
     offerings, rows, _ = build_catalog()
     del offerings
     sky_ = Sky()
+    load_k8s_pricing()
     write_catalogs(rows)
     fleet = Fleet(args, now, sky_)
     keeper_pid, keeper_started = start_keeper(args.keeper_pidfile, home)
@@ -1144,6 +1208,7 @@ def main():
         sizes=dict(clusters=args.clusters, jobs=args.jobs),
         users=[dict(name=n, user_hash=h) for n, h in fleet.users],
         workspaces=WORKSPACES, catalog=fleet.catalog_flat,
+        clouds=args.clouds, k8s_pricing=K8S_PRICING,
         keeper_pid=keeper_pid, clusters=fleet.gt_clusters,
         managed_clusters=fleet.gt_managed, cost_records=fleet.gt_cost,
         jobs=fleet.gt_jobs)

@@ -6,9 +6,14 @@
 #   skypilot.sh install
 #       venv at $PEERS/skypilot-venv (idempotent; stamp file).
 #   skypilot.sh up NAME --clusters N --jobs M [--port P] [--seed S]
+#                  [--clouds aws,gcp,lambda,kubernetes] [--extra-config FILE]
 #       (re)starts server NAME with HOME=$PEERS/NAME/home and a fresh fleet;
 #       writes $PEERS/NAME/endpoint and $PEERS/NAME/fleet.json (the ground
 #       truth for expected_metrics.py); prints the URL as the last stdout line.
+#       --clouds: the clouds the seeded fleet uses (default: all four).
+#       --extra-config: YAML appended to the server's ~/.sky/config.yaml (new
+#       top-level keys only, e.g. kubernetes: pricing: ...); the seeder prices
+#       Kubernetes from it, as the server does.
 #   skypilot.sh down NAME      stop it (and its keeper/controllers); ok if not running
 #   skypilot.sh status NAME    exit 0 when /api/health says healthy
 #
@@ -34,7 +39,7 @@ log() { printf 'skypilot.sh: %s\n' "$*" >&2; }
 die() { printf 'skypilot.sh: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -256,7 +261,7 @@ cmd_status() {
 
 # ------------------------------------------------------------------ up ----
 write_config() {
-  local home=$1
+  local home=$1 extra=${2:-}
   mkdir -p "$home/.sky"
   cat >"$home/.sky/config.yaml" <<'EOF'
 # Written by skydeck scripts/peers/skypilot.sh: a local, offline demo server.
@@ -269,6 +274,20 @@ workspaces:
   default: {}
   ml-research: {}
 EOF
+  if [[ -n $extra ]]; then
+    # New top-level keys only: a repeated key would silently replace the one above.
+    "$VENV/bin/python" - "$home/.sky/config.yaml" "$extra" <<'EOF' || die "--extra-config $extra: see above"
+import sys, yaml
+base = yaml.safe_load(open(sys.argv[1]))
+extra = yaml.safe_load(open(sys.argv[2]))
+if not isinstance(extra, dict) or not extra:
+    sys.exit(f'{sys.argv[2]}: not a YAML mapping')
+dup = sorted(set(extra) & set(base))
+if dup:
+    sys.exit(f'{sys.argv[2]}: sets {dup}, which the base config already has')
+EOF
+    { printf '\n# From --extra-config %s:\n' "$extra"; cat "$extra"; } >>"$home/.sky/config.yaml"
+  fi
   # The server checks PyPI for a newer release once a day; a fresh cache (in
   # the far future, so never stale) keeps it from trying.
   printf '{"release_version": "%s", "cached_at": 4102444800}\n' "$SKYPILOT_VERSION" \
@@ -320,9 +339,11 @@ start_server() {
 
 cmd_up() {
   local name=${1:-}; check_name "$name"; shift
-  local clusters="" jobs="" port="" seed=1
+  local clusters="" jobs="" port="" seed=1 clouds=aws,gcp,lambda,kubernetes extra=""
   while (($#)); do
     case $1 in
+      --clouds) clouds=${2:?}; shift 2 ;;
+      --extra-config) extra=${2:?}; shift 2 ;;
       --clusters) clusters=${2:?}; shift 2 ;;
       --jobs) jobs=${2:?}; shift 2 ;;
       --port) port=${2:?}; shift 2 ;;
@@ -333,6 +354,11 @@ cmd_up() {
   [[ $clusters =~ ^[0-9]+$ && $jobs =~ ^[0-9]+$ ]] ||
     die "up: --clusters N and --jobs M are required (integers)"
   [[ $seed =~ ^[0-9]+$ ]] || die "up: --seed must be an integer"
+  [[ $clouds =~ ^[a-z]+(,[a-z]+)*$ ]] || die "up: bad --clouds '$clouds'"
+  if [[ -n $extra ]]; then
+    [[ -f $extra ]] || die "up: --extra-config $extra: no such file"
+    extra=$(cd "$(dirname "$extra")" && pwd)/$(basename "$extra")
+  fi
   ensure_installed
   local t0=$SECONDS d=$PEERS/$name
   cmd_down "$name"
@@ -343,11 +369,11 @@ cmd_up() {
   mkdir -p "$d/home" "$d/tmp"
   make_tool_dir "$d/bin"
   echo "$port" >"$d/port"
-  write_config "$d/home"
+  write_config "$d/home" "$extra"
 
   log "$name: seeding --clusters $clusters --jobs $jobs --seed $seed"
   if ! run_env "$name" "$port" "$TIMEOUT_BIN" 300 "$VENV/bin/python" "$SCRIPT_DIR/seed_fleet.py" \
-      --clusters "$clusters" --jobs "$jobs" --seed "$seed" \
+      --clusters "$clusters" --jobs "$jobs" --seed "$seed" --clouds "$clouds" \
       --out "$d/fleet.json" --keeper-pidfile "$d/keeper.pid" >"$d/seed.log" 2>&1; then
     tail -n 30 "$d/seed.log" >&2
     die "$name: seeding failed (full log: $d/seed.log)"

@@ -49,6 +49,11 @@ pub trait Collector: Send + Sync {
     fn hard_limit(&self) -> Duration {
         self.timeout()
     }
+    /// A part of the last run that failed while the rest delivered (the GPU source of the
+    /// SkyPilot collector): shown on the summary line, and the run does not count as all well.
+    fn problem(&self) -> Option<String> {
+        None
+    }
     /// A note for the summary line (e.g. that a scope filter is on).
     fn note(&self) -> Option<String> {
         None

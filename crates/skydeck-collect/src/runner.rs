@@ -31,12 +31,14 @@ pub struct Outcome {
     pub status: OutcomeStatus,
     /// The collector's note for the summary line.
     pub note: Option<String>,
+    /// A part of the run that failed while the rest delivered.
+    pub problem: Option<String>,
 }
 
 impl Outcome {
     /// True when the collector succeeded.
     pub fn is_ok(&self) -> bool {
-        matches!(self.status, OutcomeStatus::Ok(_))
+        matches!(self.status, OutcomeStatus::Ok(_)) && self.problem.is_none()
     }
 
     /// The summary line: `✓ skypilot: 31 metrics in 0.42 s`, `✗ github: timed out after 120 s,
@@ -50,9 +52,13 @@ impl Outcome {
             ),
             OutcomeStatus::Failed(e) => format!("✗ {}: {e}", self.collector),
         };
-        match &self.note {
+        let line = match &self.note {
             Some(n) => format!("{line} ({n})"),
             None => line,
+        };
+        match (&self.status, &self.problem) {
+            (OutcomeStatus::Ok(_), Some(p)) => format!("{line}; ✗ {p}"),
+            _ => line,
         }
     }
 }
@@ -159,6 +165,7 @@ impl Runner {
                 duration,
                 status,
                 note: c.note(),
+                problem: c.problem(),
             });
         }
         for o in &outcomes {
@@ -166,7 +173,12 @@ impl Runner {
                 OutcomeStatus::Ok(n) => n,
                 OutcomeStatus::Failed(_) => 0,
             };
-            let up = if o.is_ok() { 1.0 } else { 0.0 };
+            // Up is the collector's own result; a failed part has its own health metric.
+            let up = if matches!(o.status, OutcomeStatus::Ok(_)) {
+                1.0
+            } else {
+                0.0
+            };
             for (def, v) in [
                 (&catalog::COLLECTOR_UP, up),
                 (&catalog::COLLECTOR_DURATION, o.duration.as_secs_f64()),

@@ -12,6 +12,9 @@
 //!   serves only targets discovery currently lists.
 //! * [`Discovery::samples`] and [`Discovery::status`] report each context's health with the
 //!   catalog metrics `skydeck_core::catalog::DISCOVERY_*` and `PROXY_REQUESTS`.
+//! * [`Discovery::exporters`] lists the exporters found now and [`Discovery::scrape`] fetches
+//!   one through its API server, the proxy's own exchange under the caller's limits: serve's
+//!   direct scrape when there is no Prometheus.
 
 mod contexts;
 mod dcgm;
@@ -22,6 +25,7 @@ mod options;
 mod proxy;
 mod refresh;
 mod router;
+mod scrape;
 mod state;
 mod status;
 mod targets;
@@ -38,6 +42,7 @@ pub use options::{
     DEFAULT_NAMESPACES, DiscoveryOptions, MAX_REFRESH_INTERVAL, MIN_REFRESH_INTERVAL, TargetMode,
 };
 pub use router::SD_PATH;
+pub use scrape::{ExporterRef, ScrapeError, ScrapeErrorKind};
 pub use status::ContextStatus;
 
 use contexts::ContextSource;

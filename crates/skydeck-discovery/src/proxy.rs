@@ -10,9 +10,11 @@
 //! `proxy_max_bytes` is enforced up front from `Content-Length` (502) and while streaming (the
 //! response is cut off, which Prometheus records as a failed scrape), and `proxy_timeout`
 //! bounds the whole exchange. Errors are `{"error": {"code", "message"}}` and name the context,
-//! never a credential.
+//! never a credential. The exchange itself ([`open`]) is shared with
+//! [`crate::Discovery::scrape`], serve's own scrape of the exporters, so both count alike.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -237,9 +239,102 @@ async fn forward(
     target: Exporter,
     headers: &HeaderMap,
 ) -> Response {
+    let limits = Limits {
+        timeout: shared.opts.proxy_timeout,
+        max_bytes: shared.opts.proxy_max_bytes,
+        timeout_name: "proxy_timeout",
+        max_name: "proxy_max_bytes",
+    };
+    // Content negotiation (Prometheus asks for OpenMetrics first) is the exporter's business.
+    let accept = headers.get(header::ACCEPT).cloned();
+    match open(ctx, client, &target, accept, &limits).await {
+        Err(refused) => refused.response(),
+        Ok(upstream) => {
+            let content_type = upstream.content_type.clone();
+            let mut out = Response::new(Body::from_stream(upstream.into_stream()));
+            if let Some(ct) = content_type {
+                out.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            out
+        }
+    }
+}
+
+/// Bounds of one upstream exchange, and how its messages name them (the route's options, or
+/// the caller's limits for [`crate::Discovery::scrape`]).
+pub(crate) struct Limits {
+    /// From the request to the last byte.
+    pub(crate) timeout: Duration,
+    /// Largest answer.
+    pub(crate) max_bytes: u64,
+    pub(crate) timeout_name: &'static str,
+    pub(crate) max_name: &'static str,
+}
+
+/// An exchange that failed before its body: already counted under `result`, with a message
+/// that names the context and pod and never a credential.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) result: ProxyResult,
+    pub(crate) message: String,
+}
+
+impl Refused {
+    /// The route's JSON answer.
+    fn response(self) -> Response {
+        let (status, code) = match self.result {
+            ProxyResult::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            ProxyResult::TooLarge => (StatusCode::BAD_GATEWAY, "too_large"),
+            ProxyResult::Forbidden => (StatusCode::BAD_GATEWAY, "forbidden"),
+            _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
+        };
+        error(status, code, self.message)
+    }
+}
+
+/// Why a streamed answer was cut off: the error its body stream ends with, downcastable from
+/// the `io::Error` so callers can tell a timeout from an oversized answer.
+#[derive(Debug)]
+pub(crate) struct Cut {
+    pub(crate) result: ProxyResult,
+    pub(crate) message: String,
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Cut {}
+
+/// An upstream answer with a success status whose body is still to be read.
+pub(crate) struct Upstream {
+    pub(crate) content_type: Option<HeaderValue>,
+    body: Streaming,
+}
+
+impl Upstream {
+    /// The body as a stream of chunks, bounded by the exchange's deadline and size limit; the
+    /// outcome is counted when it ends (ok) or is cut off (with a [`Cut`] error).
+    pub(crate) fn into_stream(self) -> impl futures::Stream<Item = Chunk> + Send {
+        futures::stream::unfold(self.body, next_chunk)
+    }
+}
+
+/// Sends `GET` for `target` through the context's API server pod proxy. Failures before the
+/// body (transport, deadline, non-2xx, a `Content-Length` over the limit) are counted and
+/// returned; the body's outcome is counted by the stream.
+pub(crate) async fn open(
+    ctx: Arc<ContextState>,
+    client: kube::Client,
+    target: &Exporter,
+    accept: Option<HeaderValue>,
+    limits: &Limits,
+) -> Result<Upstream, Refused> {
     let pod = target.pod.clone().unwrap_or_default();
-    let deadline = Instant::now() + shared.opts.proxy_timeout;
-    let max = shared.opts.proxy_max_bytes;
+    let deadline = Instant::now() + limits.timeout;
+    let max = limits.max_bytes;
     let what = format!(
         "context {} ({}): pod {}/{} port {}",
         ctx.name,
@@ -248,65 +343,53 @@ async fn forward(
         pod,
         target.port
     );
-    let mut req = http::Request::get(upstream_path(&target, &pod));
-    // Content negotiation (Prometheus asks for OpenMetrics first) is the exporter's business.
-    if let Some(accept) = headers.get(header::ACCEPT) {
-        req = req.header(header::ACCEPT, accept.clone());
+    let refuse = |result: ProxyResult, message: String| {
+        ctx.count(result);
+        Refused { result, message }
+    };
+    let mut req = http::Request::get(upstream_path(target, &pod));
+    if let Some(accept) = accept {
+        req = req.header(header::ACCEPT, accept);
     }
     let req = match req.body(kube::client::Body::empty()) {
         Ok(r) => r,
-        Err(e) => {
-            ctx.count(ProxyResult::UpstreamError);
-            return error(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                format!("{what}: {e}"),
-            );
-        }
+        Err(e) => return Err(refuse(ProxyResult::UpstreamError, format!("{what}: {e}"))),
     };
     let resp = match tokio::time::timeout_at(deadline, client.send(req)).await {
         Err(_) => {
-            ctx.count(ProxyResult::Timeout);
-            return error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
+            return Err(refuse(
+                ProxyResult::Timeout,
                 format!(
-                    "{what}: the API server did not answer within {:?} (proxy_timeout)",
-                    shared.opts.proxy_timeout
+                    "{what}: the API server did not answer within {:?} ({})",
+                    limits.timeout, limits.timeout_name
                 ),
-            );
+            ));
         }
         Ok(Err(e)) => {
-            ctx.count(ProxyResult::UpstreamError);
             let m = ctx.scrub(format!(
                 "{what}: the API server cannot be reached: {}",
                 error_chain(&e)
             ));
             tracing::debug!(context = %ctx.name, error = %m, "Proxied scrape failed.");
-            return error(StatusCode::BAD_GATEWAY, "upstream_error", m);
+            return Err(refuse(ProxyResult::UpstreamError, m));
         }
         Ok(Ok(r)) => r,
     };
     let status = resp.status();
     if !status.is_success() {
         let forbidden = matches!(status.as_u16(), 401 | 403);
-        ctx.count(if forbidden {
-            ProxyResult::Forbidden
-        } else {
-            ProxyResult::UpstreamError
-        });
         let detail = small_text(resp.into_body(), deadline).await;
         let m = ctx.scrub(format!(
             "{what}: the API server answered {status}{}",
             detail.map(|d| format!(": {d}")).unwrap_or_default()
         ));
         tracing::debug!(context = %ctx.name, error = %m, "Proxied scrape failed.");
-        let code = if forbidden {
-            "forbidden"
+        let result = if forbidden {
+            ProxyResult::Forbidden
         } else {
-            "upstream_error"
+            ProxyResult::UpstreamError
         };
-        return error(StatusCode::BAD_GATEWAY, code, m);
+        return Err(refuse(result, m));
     }
     let length = resp
         .headers()
@@ -314,32 +397,29 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if length.is_some_and(|l| l > max) {
-        ctx.count(ProxyResult::TooLarge);
-        return error(
-            StatusCode::BAD_GATEWAY,
-            "too_large",
+        return Err(refuse(
+            ProxyResult::TooLarge,
             format!(
-                "{what}: the answer is {} bytes, more than proxy_max_bytes ({max})",
-                length.unwrap_or_default()
+                "{what}: the answer is {} bytes, more than {} ({max})",
+                length.unwrap_or_default(),
+                limits.max_name
             ),
-        );
+        ));
     }
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-    let stream = Streaming {
-        body: resp.into_body(),
-        seen: 0,
-        max,
-        deadline,
-        ctx,
-        done: false,
-    };
-    let mut out = Response::new(Body::from_stream(futures::stream::unfold(
-        stream, next_chunk,
-    )));
-    if let Some(ct) = content_type {
-        out.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
-    out
+    Ok(Upstream {
+        content_type,
+        body: Streaming {
+            body: resp.into_body(),
+            seen: 0,
+            max,
+            deadline,
+            ctx,
+            done: false,
+            timeout_name: limits.timeout_name,
+            max_name: limits.max_name,
+        },
+    })
 }
 
 /// A bounded, credential-free excerpt of an error body (the API server's Status message).
@@ -366,9 +446,11 @@ struct Streaming {
     deadline: Instant,
     ctx: Arc<ContextState>,
     done: bool,
+    timeout_name: &'static str,
+    max_name: &'static str,
 }
 
-type Chunk = Result<bytes::Bytes, std::io::Error>;
+pub(crate) type Chunk = Result<bytes::Bytes, std::io::Error>;
 
 async fn next_chunk(mut st: Streaming) -> Option<(Chunk, Streaming)> {
     if st.done {
@@ -378,7 +460,7 @@ async fn next_chunk(mut st: Streaming) -> Option<(Chunk, Streaming)> {
         let failure = match tokio::time::timeout_at(st.deadline, st.body.frame()).await {
             Err(_) => (
                 ProxyResult::Timeout,
-                "proxy_timeout passed while streaming".to_string(),
+                format!("{} passed while streaming", st.timeout_name),
             ),
             Ok(None) => {
                 st.ctx.count(ProxyResult::Ok);
@@ -398,7 +480,7 @@ async fn next_chunk(mut st: Streaming) -> Option<(Chunk, Streaming)> {
                     }
                     (
                         ProxyResult::TooLarge,
-                        format!("the answer exceeded proxy_max_bytes ({})", st.max),
+                        format!("the answer exceeded {} ({})", st.max_name, st.max),
                     )
                 }
                 // Trailers carry nothing a scrape needs.
@@ -409,7 +491,7 @@ async fn next_chunk(mut st: Streaming) -> Option<(Chunk, Streaming)> {
         st.ctx.count(result);
         st.done = true;
         tracing::debug!(context = %st.ctx.name, error = %message, "Proxied scrape cut off.");
-        return Some((Err(std::io::Error::other(message)), st));
+        return Some((Err(std::io::Error::other(Cut { result, message })), st));
     }
 }
 

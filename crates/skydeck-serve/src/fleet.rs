@@ -9,8 +9,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use skydeck_collect::collectors::skypilot::{Part, PartAnswer, QueueProbe, SkypilotCollector};
+use std::collections::BTreeMap;
+
+use skydeck_collect::collectors::skypilot::idle_stop::{IdleRun, decision_samples};
+use skydeck_collect::collectors::skypilot::{Part, PartAnswer, QueueProbe, SkypilotCollector, gpu};
 use skydeck_collect::{CollectError, Collector};
+use skydeck_gpu::idle::{Action, IdleMarks, IdlePolicy};
 use skydeck_skypilot::Client;
 use skydeck_skypilot::api::{ClusterRecord, CostRecord, ManagedJobRecord};
 use tokio::sync::watch;
@@ -22,6 +26,8 @@ use crate::{RunResult, ServeOptions, Snapshot, jittered, sleep_or_stop};
 
 /// The name of the built-in collector.
 const NAME: &str = "skypilot";
+/// The name of the GPU utilization loop in the snapshot.
+const GPU: &str = "gpu";
 
 #[derive(Default)]
 struct Answers {
@@ -31,6 +37,9 @@ struct Answers {
     queues: Option<QueueProbe>,
 }
 
+/// The idle stop's marks from the last read, and its decisions counted since start.
+type IdleState = (IdleMarks, BTreeMap<(Action, &'static str), u64>);
+
 struct Fleet {
     collector: Arc<SkypilotCollector>,
     client: tokio::sync::Mutex<Option<Client>>,
@@ -38,6 +47,9 @@ struct Fleet {
     snapshot: Snapshot,
     delivery: Delivery,
     queues: bool,
+    /// The idle stop's policy, its marks from the last read and its cumulative counts.
+    idle: IdlePolicy,
+    idle_state: tokio::sync::Mutex<IdleState>,
 }
 
 /// Starts one loop per request.
@@ -72,7 +84,31 @@ pub(crate) fn start(
         snapshot,
         delivery,
         queues,
+        idle: opts.idle.clone(),
+        idle_state: tokio::sync::Mutex::new(Default::default()),
     });
+    if fleet.collector.options().gpu.is_some() {
+        let interval = opts.intervals.gpu;
+        fleet.snapshot.register(GPU, interval);
+        let (fleet, mut stop, jitter) = (Arc::clone(&fleet), stop.clone(), opts.jitter);
+        tasks.spawn(async move {
+            // Utilization is judged against the clusters and their prices: wait for both.
+            while {
+                let g = fleet.lock();
+                g.clusters.is_none() || g.costs.is_none()
+            } {
+                if !sleep_or_stop(Duration::from_millis(200), &mut stop).await {
+                    return;
+                }
+            }
+            loop {
+                fleet.read_gpus().await;
+                if !sleep_or_stop(jittered(interval, jitter), &mut stop).await {
+                    break;
+                }
+            }
+        });
+    }
     for part in parts {
         let (fleet, mut stop) = (Arc::clone(&fleet), stop.clone());
         let interval = opts.intervals.of(part);
@@ -162,6 +198,58 @@ impl Fleet {
         self.recompute(elapsed);
     }
 
+    /// One read of GPU utilization, judged against the latest clusters and costs (in scope).
+    async fn read_gpus(&self) {
+        let Some(g) = self.collector.options().gpu.as_ref() else {
+            return;
+        };
+        let t0 = Instant::now();
+        let fetched = gpu::fetch(g, t0 + self.collector.timeout()).await;
+        let (clusters, costs) = {
+            let a = self.lock();
+            (
+                a.clusters.clone().unwrap_or_default(),
+                a.costs.clone().unwrap_or_default(),
+            )
+        };
+        let scope = &self.collector.options().scope;
+        let (clusters, _, costs) = scope.apply(&clusters, &[], &costs);
+        let at = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+            .unwrap_or_else(|_| jiff::Timestamp::now());
+        let read = gpu::judge(g, "prometheus", fetched, &clusters, &costs, at);
+        let elapsed = t0.elapsed();
+        match (read.problem, read.report) {
+            (None, Some(report)) => {
+                let mut samples = read.samples;
+                // One pass at a time (the lock), marks carried from read to read.
+                let mut st = self.idle_state.lock().await;
+                let run = self
+                    .collector
+                    .idle_stop(&self.idle, &report, &clusters, &st.0)
+                    .await;
+                for line in run.summary(&self.idle) {
+                    tracing::info!("{line}");
+                }
+                for (k, n) in run.counts() {
+                    *st.1.entry(k).or_default() += n;
+                }
+                samples.extend(decision_samples(&st.1, at));
+                st.0 = run.marks.clone();
+                self.snapshot.set_idle(idle_json(&self.idle, &report, &run));
+                drop(st);
+                self.snapshot
+                    .record(GPU, t0.elapsed(), RunResult::Ok(samples));
+            }
+            (problem, _) => {
+                let p = problem.unwrap_or_else(|| "gpu utilization: no report".into());
+                tracing::warn!("{p}");
+                // Keep the last good verdicts' metrics; the source's health says it failed.
+                self.snapshot.record(GPU, elapsed, RunResult::Failed(p));
+            }
+        }
+        self.delivery.push(GPU, &self.snapshot);
+    }
+
     fn failed(&self, part: Part, reason: String, elapsed: Duration) {
         tracing::warn!(request = part.as_str(), "SkyPilot refresh failed: {reason}");
         self.snapshot
@@ -196,4 +284,36 @@ impl Fleet {
         }
         self.delivery.push(NAME, &self.snapshot);
     }
+}
+
+/// `GET /api/idle`: every UP GPU cluster with its utilization, idle since, cost per hour, the
+/// decision and its reason, and what was submitted.
+fn idle_json(
+    policy: &IdlePolicy,
+    report: &skydeck_gpu::UtilizationReport,
+    run: &IdleRun,
+) -> serde_json::Value {
+    let clusters: Vec<serde_json::Value> = run
+        .decisions
+        .iter()
+        .zip(&run.outcomes)
+        .map(|(d, o)| {
+            let mut v = serde_json::to_value(d).unwrap_or_default();
+            v["outcome"] = (*o).into();
+            match run.requests.get(&d.cluster) {
+                Some(Ok(id)) => v["request_id"] = id.clone().into(),
+                Some(Err(e)) => v["error"] = e.clone().into(),
+                None => {}
+            }
+            v
+        })
+        .collect();
+    serde_json::json!({
+        "at": report.at.to_string(),
+        "policy": policy,
+        "idle_clusters": report.idle_clusters,
+        "unknown_clusters": report.unknown_clusters,
+        "idle_burn_rate_hourly": report.idle_burn_rate_hourly,
+        "clusters": clusters,
+    })
 }

@@ -72,6 +72,7 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 pub fn router(state: State) -> Router {
     let mut protected = Router::new()
         .route("/metrics", get(metrics))
+        .route("/api/idle", get(idle))
         .with_state(state.clone());
     let discovery_on = state.discovery.is_some();
     if let Some(d) = &state.discovery {
@@ -151,6 +152,18 @@ async fn metrics(
         body,
     )
         .into_response()
+}
+
+async fn idle(axum::extract::State(s): axum::extract::State<State>) -> Response {
+    match s.snapshot.idle() {
+        Some(v) => Json((*v).clone()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "no_gpu_data",
+            "no idle decisions yet: GPU utilization needs [gpu] prometheus_url (or \
+             --prometheus-url), and a first read",
+        ),
+    }
 }
 
 async fn readyz(axum::extract::State(s): axum::extract::State<State>) -> Response {

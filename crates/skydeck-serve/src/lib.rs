@@ -39,6 +39,8 @@ pub struct Intervals {
     pub queues: Duration,
     /// External collectors.
     pub collectors: Duration,
+    /// GPU utilization (when a GPU source is configured).
+    pub gpu: Duration,
 }
 
 impl Default for Intervals {
@@ -49,6 +51,7 @@ impl Default for Intervals {
             cost: Duration::from_secs(600),
             queues: Duration::from_secs(300),
             collectors: Duration::from_secs(60),
+            gpu: Duration::from_secs(60),
         }
     }
 }
@@ -74,8 +77,10 @@ pub struct ServeOptions {
     pub jitter: f64,
     /// Limit of one push to a sink.
     pub push_timeout: Duration,
-    /// Bearer token every route but `/healthz` requires, when set.
+    /// Bearer token every route but the probes requires, when set.
     pub auth_token: Option<SecretString>,
+    /// The idle stop, run after every GPU read (default: report only).
+    pub idle: skydeck_gpu::idle::IdlePolicy,
 }
 
 impl Default for ServeOptions {
@@ -85,6 +90,7 @@ impl Default for ServeOptions {
             jitter: 0.1,
             push_timeout: Duration::from_secs(30),
             auth_token: None,
+            idle: Default::default(),
         }
     }
 }

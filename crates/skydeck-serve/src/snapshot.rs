@@ -94,6 +94,8 @@ struct Inner {
     version: u64,
     /// The rendered fleet part for (version, format).
     cache: Option<(u64, Format, Arc<String>)>,
+    /// The last idle-stop pass, as `/api/idle` shows it.
+    idle: Option<Arc<serde_json::Value>>,
 }
 
 /// The shared snapshot.
@@ -224,6 +226,16 @@ impl Snapshot {
         st.dropped += dropped;
         *st.deliveries.entry(result).or_default() += 1;
         st.last_summary = Some(summary);
+    }
+
+    /// Records the last idle-stop pass (the JSON `/api/idle` serves).
+    pub fn set_idle(&self, v: serde_json::Value) {
+        self.lock().idle = Some(Arc::new(v));
+    }
+
+    /// The last idle-stop pass, if a GPU read has happened.
+    pub fn idle(&self) -> Option<Arc<serde_json::Value>> {
+        self.lock().idle.clone()
     }
 
     /// A copy of every collector's state.

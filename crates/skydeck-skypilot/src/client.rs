@@ -9,9 +9,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    ClusterJob, ClusterQueueQuery, CostRecord, CostReportQuery, DownBody, Health, JobsQueue,
-    JobsQueueQuery, LaunchBody, LaunchResult, RequestError, RequestPayload, RequestSummary,
-    StatusQuery,
+    AUTOSTOP_PATH, AutostopBody, ClusterJob, ClusterQueueQuery, CostRecord, CostReportQuery,
+    DOWN_PATH, DownBody, Health, JobsQueue, JobsQueueQuery, LaunchBody, LaunchResult, RequestError,
+    RequestPayload, RequestSummary, STOP_PATH, StatusQuery, StopBody,
 };
 use crate::error::{Error, Result};
 use crate::target::Target;
@@ -207,7 +207,20 @@ impl Client {
 
     /// Submits `POST /down` and returns the request id.
     pub async fn submit_down(&self, body: &DownBody<'_>) -> Result<String> {
-        self.bounded("/down", self.submit("/down", body)).await
+        self.bounded(DOWN_PATH, self.submit(DOWN_PATH, body)).await
+    }
+
+    /// Submits `POST /stop` and returns the request id (request `sky.stop`; follow it with
+    /// [`Client::request_status`], its outcome with [`Client::stop_result`]).
+    pub async fn submit_stop(&self, body: &StopBody<'_>) -> Result<String> {
+        self.bounded(STOP_PATH, self.submit(STOP_PATH, body)).await
+    }
+
+    /// Submits `POST /autostop` and returns the request id (request `sky.autostop`; its outcome
+    /// with [`Client::autostop_result`]).
+    pub async fn submit_autostop(&self, body: &AutostopBody<'_>) -> Result<String> {
+        self.bounded(AUTOSTOP_PATH, self.submit(AUTOSTOP_PATH, body))
+            .await
     }
 
     /// The row of one request in the server's request table, without waiting for it
@@ -251,7 +264,19 @@ impl Client {
 
     /// The outcome of a finished `/down` (`null` on success).
     pub async fn down_result(&self, request_id: &str) -> Result<()> {
-        let _: serde_json::Value = self.finished("/down", request_id).await?;
+        let _: serde_json::Value = self.finished(DOWN_PATH, request_id).await?;
+        Ok(())
+    }
+
+    /// The outcome of a finished `/stop` (`null` on success).
+    pub async fn stop_result(&self, request_id: &str) -> Result<()> {
+        let _: serde_json::Value = self.finished(STOP_PATH, request_id).await?;
+        Ok(())
+    }
+
+    /// The outcome of a finished `/autostop` (`null` on success).
+    pub async fn autostop_result(&self, request_id: &str) -> Result<()> {
+        let _: serde_json::Value = self.finished(AUTOSTOP_PATH, request_id).await?;
         Ok(())
     }
 

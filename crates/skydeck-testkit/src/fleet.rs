@@ -1,7 +1,8 @@
 //! [`FakeFleet`]: a stateful fake of the SkyPilot API server for what no offline server can do
 //! (a launch that succeeds, a slow launch, a quota failure, a cluster that disappears, a spot
-//! preemption). It speaks the real protocol: `POST /launch`, `/down`, `/status`,
-//! `/cost_report` return a request id in `X-Skypilot-Request-ID` and `null`; `GET /api/status`
+//! preemption, an idle stop). It speaks the real protocol: `POST /launch`, `/down`, `/stop`,
+//! `/autostop`, `/status`, `/cost_report` return a request id in `X-Skypilot-Request-ID` and
+//! `null` (or the HTTP refusal a cluster was set up with); `GET /api/status`
 //! lists requests in the readable form; `GET /api/get` long-polls and answers 200 with a
 //! `RequestPayload` or 500 with `{"detail": RequestPayload}`, with `return_value` and `error`
 //! as JSON text, as in `tests/fixtures/skypilot/`.
@@ -48,6 +49,8 @@ struct FakeRequest {
 enum Action {
     Launch(LaunchOutcome),
     Down,
+    Stop,
+    Autostop { idle_minutes: i64, down: bool },
     Value(String),
 }
 
@@ -55,6 +58,43 @@ enum Action {
 struct Cluster {
     status: &'static str,
     launched_at: f64,
+    autostop: i64,
+    to_down: bool,
+    /// Fields that replace the default record's (labels, user, is_managed, ...).
+    fields: serde_json::Map<String, Value>,
+}
+
+impl Cluster {
+    fn new(status: &'static str, launched_at: f64) -> Self {
+        Cluster {
+            status,
+            launched_at,
+            autostop: -1,
+            to_down: false,
+            fields: serde_json::Map::new(),
+        }
+    }
+}
+
+/// One `/autostop` the fleet received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutostopCall {
+    /// The cluster.
+    pub cluster: String,
+    /// `idle_minutes` as sent.
+    pub idle_minutes: i64,
+    /// `wait_for` as sent (`None` when absent or null).
+    pub wait_for: Option<String>,
+    /// `down` as sent (false when absent, the server's default).
+    pub down: bool,
+}
+
+/// A submission refused before any request is created, as the real server refuses a cluster
+/// the caller may not write (403) with `{"detail": ...}`.
+#[derive(Debug, Clone)]
+struct Refusal {
+    status: u16,
+    detail: String,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +104,9 @@ struct State {
     order: Vec<String>,
     launches: Vec<(String, String)>,
     downs: Vec<String>,
+    stops: Vec<String>,
+    autostops: Vec<AutostopCall>,
+    refusals: HashMap<String, Refusal>,
     launch_delay: Duration,
     submit_delay: Duration,
     outcome: Option<LaunchOutcome>,
@@ -157,6 +200,28 @@ impl FakeFleet {
         self.state.lock().unwrap().downs.clone()
     }
 
+    /// Every `/stop` received (cluster names), refused ones included.
+    pub fn stops(&self) -> Vec<String> {
+        self.state.lock().unwrap().stops.clone()
+    }
+
+    /// Every `/autostop` received, refused ones included.
+    pub fn autostops(&self) -> Vec<AutostopCall> {
+        self.state.lock().unwrap().autostops.clone()
+    }
+
+    /// Every cluster-changing request created, in order: (`sky.launch`/`sky.down`/`sky.stop`/
+    /// `sky.autostop`, cluster). A refused submission creates none.
+    pub fn cluster_requests(&self) -> Vec<(String, String)> {
+        let st = self.state.lock().unwrap();
+        st.order
+            .iter()
+            .map(|id| &st.requests[id])
+            .filter(|r| r.name != "sky.status" && r.name != "sky.cost_report")
+            .map(|r| (r.name.to_string(), r.cluster.clone().unwrap_or_default()))
+            .collect()
+    }
+
     /// The clusters and their statuses.
     pub fn clusters(&self) -> BTreeMap<String, String> {
         let mut st = self.state.lock().unwrap();
@@ -169,13 +234,47 @@ impl FakeFleet {
 
     /// Adds a cluster nobody launched through this fake (as another tool would).
     pub fn add_cluster(&self, name: &str) {
-        self.state.lock().unwrap().clusters.insert(
-            name.to_string(),
-            Cluster {
-                status: "UP",
-                launched_at: now(),
-            },
-        );
+        self.add_cluster_with(name, json!({}));
+    }
+
+    /// Adds an UP cluster whose `/status` record has `fields` (a JSON object) in place of the
+    /// defaults: e.g. `{"labels": {...}}`, `{"user_name": "bob", "workspace": "ml"}`,
+    /// `{"accelerators": "{'H100': 8}", "nodes": 2}`, or `{"is_managed": true,
+    /// "last_creation_yaml": "service: ..."}` for a SkyServe replica. A jobs or serve controller
+    /// is a cluster named `sky-jobs-controller-<hash>` / `sky-serve-controller-<hash>`.
+    pub fn add_cluster_with(&self, name: &str, fields: Value) {
+        let mut c = Cluster::new("UP", now());
+        if let Value::Object(m) = fields {
+            c.fields = m;
+        }
+        self.state
+            .lock()
+            .unwrap()
+            .clusters
+            .insert(name.to_string(), c);
+    }
+
+    /// Autostop as the cluster's record shows it: (`autostop` minutes, `to_down`).
+    pub fn autostop_of(&self, name: &str) -> Option<(i64, bool)> {
+        let mut st = self.state.lock().unwrap();
+        settle(&mut st, now());
+        st.clusters.get(name).map(|c| (c.autostop, c.to_down))
+    }
+
+    /// `/launch`, `/down`, `/stop` and `/autostop` of `cluster` are refused with HTTP `status`
+    /// and `{"detail": detail}`, before any request is created (`None`: accepted again).
+    pub fn refuse_cluster(&self, cluster: &str, refusal: Option<(u16, &str)>) {
+        let mut st = self.state.lock().unwrap();
+        match refusal {
+            Some((status, detail)) => st.refusals.insert(
+                cluster.to_string(),
+                Refusal {
+                    status,
+                    detail: detail.to_string(),
+                },
+            ),
+            None => st.refusals.remove(cluster),
+        };
     }
 
     /// Removes a cluster, as when it is taken down outside skydeck.
@@ -234,12 +333,30 @@ fn settle(st: &mut State, t: f64) {
                     r.status = "SUCCEEDED";
                 } else {
                     r.status = "FAILED";
-                    r.error = error_json(
-                        "ClusterDoesNotExist",
-                        &format!("Cluster '{cluster}' does not exist."),
-                    );
+                    r.error = does_not_exist(&cluster);
                 }
             }
+            Action::Stop => match st.clusters.get_mut(&cluster) {
+                Some(c) => {
+                    c.status = "STOPPED";
+                    r.status = "SUCCEEDED";
+                }
+                None => {
+                    r.status = "FAILED";
+                    r.error = does_not_exist(&cluster);
+                }
+            },
+            Action::Autostop { idle_minutes, down } => match st.clusters.get_mut(&cluster) {
+                Some(c) => {
+                    c.autostop = *idle_minutes;
+                    c.to_down = *down && *idle_minutes >= 0;
+                    r.status = "SUCCEEDED";
+                }
+                None => {
+                    r.status = "FAILED";
+                    r.error = does_not_exist(&cluster);
+                }
+            },
             Action::Value(v) => {
                 r.status = "SUCCEEDED";
                 r.return_value = v.clone();
@@ -250,23 +367,35 @@ fn settle(st: &mut State, t: f64) {
     }
 }
 
+/// What SkyPilot's `check_cluster_available` raises for a cluster it does not know.
+fn does_not_exist(cluster: &str) -> String {
+    error_json(
+        "ClusterDoesNotExist",
+        &format!("Cluster '{cluster}' does not exist."),
+    )
+}
+
 fn error_json(error_type: &str, message: &str) -> String {
     // `object` is a pickle on a real server; clients read only type and message.
     json!({"object": "gAROLg==", "type": error_type, "message": message}).to_string()
 }
 
 fn cluster_record(name: &str, c: &Cluster) -> Value {
-    json!({
+    let mut record = json!({
         "name": name, "launched_at": c.launched_at as i64, "handle": "gAROLg==",
-        "last_use": format!("sky launch -c {name}"), "status": c.status, "autostop": -1,
-        "to_down": false, "owner": null, "metadata": {}, "cluster_hash": format!("{:x}", name.len() * 7919),
+        "last_use": format!("sky launch -c {name}"), "status": c.status, "autostop": c.autostop,
+        "to_down": c.to_down, "owner": null, "metadata": {}, "cluster_hash": format!("{:x}", name.len() * 7919),
         "cluster_ever_up": true, "status_updated_at": c.launched_at as i64, "user_hash": "fcd1e5cf",
         "user_name": "root", "workspace": "default", "is_managed": false, "nodes": 1,
         "cloud": "AWS", "region": "us-west-2", "zone": "us-west-2a", "cpus": "4", "memory": "16",
         "accelerators": "{'A10G': 1}", "resources_str": "1x AWS(g5.xlarge, {'A10G': 1})",
         "resources_str_full": "1x AWS(g5.xlarge, cpus=4, mem=16, {'A10G': 1})",
         "infra": "AWS (us-west-2)", "credentials": null, "last_event": "Cluster launched successfully."
-    })
+    });
+    for (k, v) in &c.fields {
+        record[k] = v.clone();
+    }
+    record
 }
 
 fn payload(id: &str, r: &FakeRequest) -> Value {
@@ -289,6 +418,15 @@ fn query_param<'a>(path: &'a str, key: &str) -> Vec<&'a str> {
         .filter(|(k, _)| *k == key)
         .map(|(_, v)| v)
         .collect()
+}
+
+/// FastAPI's 422 for a missing required body field.
+fn missing_field(field: &str) -> Reply {
+    reply(
+        422,
+        json!({"detail": [{"type": "missing", "loc": ["body", field], "msg": "Field required"}]})
+            .to_string(),
+    )
 }
 
 struct Reply {
@@ -332,20 +470,35 @@ fn submit(path: &str, body: &Value, st: &Arc<Mutex<State>>, t: f64) -> Reply {
     s.next_id += 1;
     let id = format!("0000fa4e-0000-4000-8000-{:012}", s.next_id);
     let cluster = body["cluster_name"].as_str().map(str::to_string);
+    if matches!(path, "/launch" | "/down" | "/stop" | "/autostop") {
+        // The real server validates the body (422) before its permission check (403).
+        if cluster.is_none() {
+            return missing_field("cluster_name");
+        }
+        if path == "/autostop" && !body["idle_minutes"].is_i64() {
+            return missing_field("idle_minutes");
+        }
+        let c = cluster.clone().unwrap_or_default();
+        match path {
+            "/stop" => s.stops.push(c.clone()),
+            "/autostop" => s.autostops.push(AutostopCall {
+                cluster: c.clone(),
+                idle_minutes: body["idle_minutes"].as_i64().unwrap_or_default(),
+                wait_for: body["wait_for"].as_str().map(str::to_string),
+                down: body["down"].as_bool().unwrap_or(false),
+            }),
+            _ => {}
+        }
+        if let Some(r) = s.refusals.get(&c) {
+            return reply(r.status, json!({ "detail": r.detail }).to_string());
+        }
+    }
     let (name, action, delay) = match path {
         "/launch" => {
-            let Some(c) = cluster.clone() else {
-                return reply(
-                    422,
-                    r#"{"detail":[{"type":"missing","loc":["body","cluster_name"],"msg":"Field required"}]}"#,
-                );
-            };
+            let c = cluster.clone().unwrap_or_default();
             let task = body["task"].as_str().unwrap_or_default().to_string();
             s.launches.push((c.clone(), task));
-            s.clusters.entry(c).or_insert(Cluster {
-                status: "INIT",
-                launched_at: t,
-            });
+            s.clusters.entry(c).or_insert(Cluster::new("INIT", t));
             let outcome = s.outcome.clone().unwrap_or(LaunchOutcome::Succeed);
             ("sky.launch", Action::Launch(outcome), s.launch_delay)
         }
@@ -353,6 +506,15 @@ fn submit(path: &str, body: &Value, st: &Arc<Mutex<State>>, t: f64) -> Reply {
             s.downs.push(cluster.clone().unwrap_or_default());
             ("sky.down", Action::Down, Duration::from_millis(200))
         }
+        "/stop" => ("sky.stop", Action::Stop, Duration::from_millis(200)),
+        "/autostop" => (
+            "sky.autostop",
+            Action::Autostop {
+                idle_minutes: body["idle_minutes"].as_i64().unwrap_or_default(),
+                down: body["down"].as_bool().unwrap_or(false),
+            },
+            Duration::from_millis(50),
+        ),
         "/status" => {
             let list: Vec<Value> = s
                 .clusters
@@ -417,7 +579,7 @@ async fn route(req: &Recorded, st: &Arc<Mutex<State>>) -> Reply {
     let t = now();
     match (req.method.as_str(), path) {
         ("GET", "/api/health") => reply(200, crate::fixture("api_health.json")),
-        ("POST", "/launch" | "/down" | "/status" | "/cost_report") => {
+        ("POST", "/launch" | "/down" | "/stop" | "/autostop" | "/status" | "/cost_report") => {
             let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
             let reply = submit(path, &body, st, t);
             let delay = st.lock().unwrap().submit_delay;

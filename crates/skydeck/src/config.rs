@@ -81,6 +81,74 @@ pub struct Config {
     /// DCGM exporter discovery in `skydeck serve`.
     #[serde(default)]
     pub discovery: DiscoverySection,
+    /// GPU utilization of the fleet.
+    #[serde(default)]
+    pub gpu: GpuSection,
+    /// The opt-in idle stop (default `action = "report"`: decisions are reported only).
+    #[serde(default)]
+    pub idle: skydeck_gpu::idle::IdlePolicy,
+}
+
+/// `[gpu]`: where GPU utilization comes from and when a GPU counts as idle.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuSection {
+    /// A Prometheus that scrapes the DCGM exporters (`http://prometheus:9090`; basic-auth
+    /// credentials may be embedded and are never printed).
+    #[serde(default)]
+    pub prometheus_url: Option<url::Url>,
+    /// File holding a bearer token for that Prometheus.
+    #[serde(default)]
+    pub prometheus_token_file: Option<PathBuf>,
+    /// Extra label matchers for the DCGM selectors, without braces (`job="dcgm-exporter"`).
+    #[serde(default)]
+    pub matchers: Option<String>,
+    /// How long every GPU must stay under the threshold to be idle.
+    #[serde(default = "default_gpu_window", with = "serde_friendly")]
+    pub window: Duration,
+    /// Resolution of the range query; a GPU without a sample for 2 steps is stale.
+    #[serde(default = "default_gpu_step", with = "serde_friendly")]
+    pub step: Duration,
+    /// A GPU under this utilization (percent) is idle.
+    #[serde(default = "default_idle_threshold")]
+    pub idle_threshold_percent: f64,
+    /// The label naming a VM cluster's GPUs (added by your relabeling; or `Hostname`).
+    #[serde(default = "default_match_label")]
+    pub match_label: String,
+    /// How often `serve` reads utilization.
+    #[serde(default = "default_gpu_interval", with = "serde_friendly")]
+    pub interval: Duration,
+}
+
+impl Default for GpuSection {
+    fn default() -> Self {
+        GpuSection {
+            prometheus_url: None,
+            prometheus_token_file: None,
+            matchers: None,
+            window: default_gpu_window(),
+            step: default_gpu_step(),
+            idle_threshold_percent: default_idle_threshold(),
+            match_label: default_match_label(),
+            interval: default_gpu_interval(),
+        }
+    }
+}
+
+fn default_gpu_window() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_gpu_step() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_idle_threshold() -> f64 {
+    5.0
+}
+fn default_match_label() -> String {
+    skydeck_gpu::DEFAULT_VM_LABEL.to_string()
+}
+fn default_gpu_interval() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// `[scope]`: every criterion that is set must match; any listed value of one may match.
@@ -492,6 +560,21 @@ pub fn parse(text: &str) -> anyhow::Result<Config> {
         {
             bail!("[[sinks]] type = \"stdout\": format {f:?} is not `table` or `json`");
         }
+    }
+    cfg.idle
+        .validate()
+        .map_err(|e| anyhow::anyhow!("[idle] {e}"))?;
+    let t = cfg.gpu.idle_threshold_percent;
+    if !(t > 0.0 && t < 100.0) {
+        bail!("[gpu] idle_threshold_percent = {t}: expected a percentage above 0 and below 100");
+    }
+    if cfg.gpu.step >= cfg.gpu.window {
+        bail!("[gpu] step must be shorter than window");
+    }
+    if cfg.gpu.match_label.trim().is_empty() {
+        bail!(
+            "[gpu] match_label is empty; expected a Prometheus label name such as skypilot_cluster"
+        );
     }
     if !(0.0..=0.5).contains(&cfg.serve.jitter) {
         bail!(

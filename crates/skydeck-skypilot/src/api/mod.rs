@@ -11,6 +11,7 @@ mod launch;
 mod queue;
 mod request;
 mod status;
+mod stop;
 
 pub use cost::{CostRecord, CostReportQuery};
 pub use health::Health;
@@ -19,6 +20,10 @@ pub use launch::{DownBody, LaunchBody, LaunchResult, RequestSummary};
 pub use queue::{ClusterJob, ClusterJobStatus, ClusterQueueQuery};
 pub use request::{RequestError, RequestPayload};
 pub use status::{ClusterRecord, ClusterStatus, StatusQuery};
+pub use stop::{
+    AUTOSTOP_PATH, AUTOSTOP_REQUEST_NAME, AutostopBody, AutostopWaitFor, DOWN_PATH,
+    DOWN_REQUEST_NAME, STOP_PATH, STOP_REQUEST_NAME, StopBody,
+};
 
 /// SkyPilot labels of a cluster or a managed job (`labels:` of the task's resources): a JSON
 /// object of strings. Decoded leniently: `null` is no labels, and a non-string value is kept

@@ -118,4 +118,13 @@ pub struct ClusterRecord {
     /// SkyPilot labels (`resources.labels`), for `[scope] labels`.
     #[serde(default, deserialize_with = "super::lenient_labels")]
     pub labels: super::Labels,
+    /// Launched by a managed-jobs or SkyServe controller (a managed job's cluster, a service
+    /// replica or a pool worker). `/status` leaves these out unless the server runs with
+    /// `SKYPILOT_DEBUG`, so true is rare, but when it is, the cluster is not the user's to stop.
+    #[serde(default)]
+    pub is_managed: bool,
+    /// The task YAML of the last launch. A SkyServe replica or pool worker is launched from the
+    /// service's YAML, so its top-level `service:` (or `pool:`) section shows here.
+    #[serde(default)]
+    pub last_creation_yaml: Option<String>,
 }

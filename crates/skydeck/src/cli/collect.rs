@@ -12,9 +12,10 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use regex::Regex;
 use secrecy::ExposeSecret;
+use skydeck_collect::collectors::skypilot::idle_stop::decision_samples;
 use skydeck_collect::collectors::skypilot::{
-    BreakdownKey, DEFAULT_TRAINING_PATTERN, FleetOptions, QueueOptions, Scope, SkypilotCollector,
-    SkypilotOptions,
+    BreakdownKey, DEFAULT_TRAINING_PATTERN, FleetOptions, GpuOptions, QueueOptions, Scope,
+    SkypilotCollector, SkypilotOptions,
 };
 use skydeck_collect::collectors::{ExternalCollector, ExternalSpec};
 use skydeck_collect::{CollectError, Collector, Context, Runner};
@@ -83,6 +84,10 @@ pub struct SourceArgs {
     /// $SKYPILOT_REGION.
     #[arg(long, value_delimiter = ',', value_name = "REGION")]
     pub scope_region: Vec<String>,
+    /// A Prometheus with DCGM data for GPU utilization and idle clusters
+    /// [default: [gpu] prometheus_url; without one no GPU metric is emitted].
+    #[arg(long, value_name = "URL")]
+    pub prometheus_url: Option<url::Url>,
     /// Report only clusters and jobs carrying these SkyPilot labels (key=value or key).
     #[arg(long, value_delimiter = ',', value_name = "LABEL")]
     pub scope_label: Vec<String>,
@@ -133,7 +138,17 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     // Sinks first: a sink that cannot work (no Datadog key) is a configuration error, found
     // before anything is collected.
     let sinks = sinks::build(&cfg, &flags, &creds).await?;
-    let collectors = build_collectors(&args.source, &cfg, &creds).await?;
+    let mut collectors: Vec<Arc<dyn Collector>> = Vec::new();
+    let mut skypilot = None;
+    match skypilot_collector(&args.source, &cfg, &creds).await? {
+        Some(Ok(c)) => {
+            skypilot = Some(Arc::clone(&c));
+            collectors.push(c);
+        }
+        Some(Err(u)) => collectors.push(Arc::new(u)),
+        None => {}
+    }
+    collectors.extend(build_external(&args.source, &cfg));
     if collectors.is_empty() {
         anyhow::bail!(
             "no collector is enabled (the SkyPilot collector is off and no [[collectors]] are \
@@ -145,9 +160,40 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     let collect_budget = deadline
         .saturating_sub(reserve)
         .saturating_sub(started.elapsed());
-    let report = Runner::new(collectors, collect_budget).run().await;
+    let mut report = Runner::new(collectors, collect_budget).run().await;
 
     let run_deadline = started + deadline;
+    // The idle stop acts on this run's GPU verdicts, within what is left before delivery.
+    let mut idle_lines = Vec::new();
+    let mut idle_ok = true;
+    if let Some(sk) = &skypilot
+        && let Some((gpu, clusters)) = sk.gpu_report()
+    {
+        let mut policy = cfg.idle.clone();
+        policy.dry_run |= args.dry_run;
+        let budget = run_deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .saturating_sub(reserve / 2);
+        // One-shot: no marks from an earlier run; the lookback covers min_idle instead.
+        let marks = Default::default();
+        let pass = sk.idle_stop(&policy, &gpu, &clusters, &marks);
+        match tokio::time::timeout(budget, pass).await {
+            Ok(run) => {
+                idle_ok = !run.outcomes.contains(&"failed");
+                report
+                    .samples
+                    .extend(decision_samples(&run.counts(), report.started_at));
+                idle_lines = run.summary(&policy);
+            }
+            Err(_) => {
+                idle_ok = false;
+                idle_lines.push(format!(
+                    "✗ idle: ran out of time after {:.0} s",
+                    budget.as_secs_f64()
+                ));
+            }
+        }
+    }
     let mut delivered_ok = true;
     let mut lines = Vec::new();
     for sink in &sinks {
@@ -167,10 +213,10 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     for o in &report.outcomes {
         eprintln!("{}", o.summary());
     }
-    for l in lines {
+    for l in idle_lines.into_iter().chain(lines) {
         eprintln!("{l}");
     }
-    Ok(if report.all_ok() && delivered_ok {
+    Ok(if report.all_ok() && delivered_ok && idle_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -208,21 +254,6 @@ impl Collector for Unavailable {
     }
 }
 
-/// The collectors of the configuration: the SkyPilot one (when enabled) first, then the
-/// external ones.
-pub async fn build_collectors(
-    args: &SourceArgs,
-    cfg: &Config,
-    creds: &Credentials,
-) -> anyhow::Result<Vec<Arc<dyn Collector>>> {
-    let mut out: Vec<Arc<dyn Collector>> = Vec::new();
-    if let Some(c) = build_skypilot(args, cfg, creds).await? {
-        out.push(c);
-    }
-    out.extend(build_external(args, cfg));
-    Ok(out)
-}
-
 /// The external `[[collectors]]`.
 pub fn build_external(args: &SourceArgs, cfg: &Config) -> Vec<Arc<dyn Collector>> {
     let default_timeout = args.timeout.unwrap_or(cfg.collect.default_timeout);
@@ -239,20 +270,6 @@ pub fn build_external(args: &SourceArgs, cfg: &Config) -> Vec<Arc<dyn Collector>
         })));
     }
     out
-}
-
-/// The SkyPilot collector, when enabled. `Err` is a configuration error; a token that cannot
-/// be read gives a collector that fails every run, so the others still deliver.
-pub async fn build_skypilot(
-    args: &SourceArgs,
-    cfg: &Config,
-    creds: &Credentials,
-) -> anyhow::Result<Option<Arc<dyn Collector>>> {
-    Ok(match skypilot_collector(args, cfg, creds).await? {
-        Some(Ok(c)) => Some(c),
-        Some(Err(u)) => Some(Arc::new(u)),
-        None => None,
-    })
 }
 
 /// The SkyPilot collector (`Ok`), or the reason it cannot run (`Err`, a collector that
@@ -347,7 +364,52 @@ fn skypilot_options(
             ..Default::default()
         },
         scope: scope(args, &cfg.scope)?,
+        gpu: gpu_options(args, &cfg.gpu, cfg.idle.min_idle)?,
     })
+}
+
+/// The GPU utilization source: `--prometheus-url`, else `[gpu] prometheus_url`.
+fn gpu_options(
+    args: &SourceArgs,
+    g: &config::GpuSection,
+    min_idle: Duration,
+) -> anyhow::Result<Option<GpuOptions>> {
+    let Some(url) = args
+        .prometheus_url
+        .clone()
+        .or_else(|| g.prometheus_url.clone())
+    else {
+        return Ok(None);
+    };
+    let auth = match &g.prometheus_token_file {
+        Some(path) => {
+            let t = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "[gpu] prometheus_token_file: cannot read {}",
+                    path.display()
+                )
+            })?;
+            skydeck_gpu::PrometheusAuth::Bearer(secrecy::SecretString::from(t.trim().to_string()))
+        }
+        None => skydeck_gpu::PrometheusAuth::None,
+    };
+    let prometheus =
+        skydeck_gpu::PrometheusClient::new(url, auth, skydeck_gpu::PrometheusOptions::default())
+            .map_err(|e| anyhow::anyhow!("--prometheus-url: {e}"))?;
+    Ok(Some(GpuOptions {
+        prometheus,
+        lookback: g.window.max(min_idle),
+        step: g.step,
+        matchers: g.matchers.clone(),
+        utilization: skydeck_gpu::UtilizationOptions {
+            window: g.window,
+            threshold: g.idle_threshold_percent / 100.0,
+            matching: skydeck_gpu::MatchOptions {
+                vm_label: g.match_label.trim().to_string(),
+                ..Default::default()
+            },
+        },
+    }))
 }
 
 /// The scope: `[scope]`, the `--scope-*` flags and seed 001's `SKYPILOT_CLUSTER_FILTER` and

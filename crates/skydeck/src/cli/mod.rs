@@ -34,7 +34,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Collect fleet metrics once from every enabled collector and print or deliver them.
-    Collect(collect::CollectArgs),
+    Collect(Box<collect::CollectArgs>),
     /// Serve the fleet metrics to Prometheus (collected on a schedule) and discovery of every
     /// DCGM exporter in the Kubernetes contexts SkyPilot may use; push to Datadog if set.
     Serve(Box<serve::ServeArgs>),
@@ -61,7 +61,7 @@ impl Command {
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Collect(args) => collect::run(args).await,
+        Command::Collect(args) => collect::run(*args).await,
         Command::Serve(args) => serve::run(*args).await,
         Command::Catalog(args) => catalog::run(args),
         Command::Datadog(args) => datadog::run(args).await,

@@ -116,6 +116,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         cost: args.cost_interval.unwrap_or(sv.cost_interval),
         queues: sv.queues_interval,
         collectors: args.collectors_interval.unwrap_or(sv.collectors_interval),
+        gpu: cfg.gpu.interval,
     };
 
     let push = push_sinks(&args, &cfg, &creds).await?;
@@ -154,6 +155,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             jitter: sv.jitter,
             push_timeout: sv.push_timeout,
             auth_token,
+            idle: {
+                let mut p = cfg.idle.clone();
+                p.dry_run |= args.dry_run;
+                p
+            },
         },
         Sources {
             skypilot,

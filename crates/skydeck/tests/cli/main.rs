@@ -7,6 +7,8 @@ mod control_real;
 mod datadog;
 mod external;
 mod faults;
+mod gpu;
+mod pricing;
 mod real_skypilot;
 mod secrets;
 mod serve;

@@ -625,6 +625,8 @@ pub fn compute(
         out.push(Sample::of(&c::COST_PER_JOB, m, at));
     }
 
+    unpriced(clusters, &cdims, costs, &kdims, &bd, opts).emit(at, &mut out);
+
     // --- training ---------------------------------------------------------------------------
     t_active.emit(at, &mut out);
     t_completed.emit(at, &mut out);
@@ -646,6 +648,98 @@ impl Dims {
         }
         self
     }
+}
+
+/// `skypilot.clusters.unpriced`: the running clusters whose cost SkyPilot does not know, by
+/// cloud.
+///
+/// Running means incurring cost by SkyPilot's own account: UP or AUTOSTOPPING in `/status`
+/// (the clusters `instances.running` counts), or a cost-report row with an open usage interval
+/// (which adds the managed-job clusters `/status` hides and clusters still provisioning in
+/// INIT: exactly the rows `burn_rate_hourly` sums). Such a cluster is unpriced when the cost
+/// report has no row for it, or its row has no positive `total_cost` although it has run
+/// (`duration` > 0 or missing): SkyPilot 0.14.1 prices a Kubernetes or Slurm cluster from
+/// `kubernetes.pricing` / `slurm.pricing` in its config and reports `0.0` without it (also for
+/// an accelerator the pricing does not list); the cost metrics then silently sum zeros, and
+/// this count says how many clusters those zeros stand for. A row with `duration` 0 (just
+/// launched) cannot be judged and is not counted.
+///
+/// One series per cloud that has any cluster in `/status` or the cost report, running or not,
+/// so a cloud whose unpriced clusters stop reads 0 rather than going silent (`cloud="none"` 0
+/// for an empty fleet). The tag is the record's cloud, capped to the breakdown's top values
+/// (or `other`) when `--breakdown` includes `cloud`, like every other metric; the other
+/// breakdown tags are not applied.
+fn unpriced(
+    clusters: &[ClusterRecord],
+    cdims: &[Dims],
+    costs: &[CostRecord],
+    kdims: &[Dims],
+    bd: &Breakdown,
+    opts: &FleetOptions,
+) -> Series {
+    let capped = opts.breakdown.contains(&BreakdownKey::Cloud);
+    let cloud = |d: &Dims| -> Tags {
+        let v = if capped {
+            bd.tags(d)["cloud"].clone()
+        } else {
+            d.get(BreakdownKey::Cloud).to_string()
+        };
+        Tags::from([("cloud".to_string(), v)])
+    };
+    let mut sets: BTreeSet<Tags> = cdims.iter().chain(kdims).map(cloud).collect();
+    if sets.is_empty() {
+        sets.insert(cloud(&Dims::default().with_none()));
+    }
+    let mut series = Series::new(&c::CLUSTERS_UNPRICED, &sets);
+    let no_price = |r: &CostRecord| {
+        !r.total_cost.is_some_and(|c| c > 0.0) && r.duration.is_none_or(|d| d > 0.0)
+    };
+    // The cost row of a live cluster: same hash, else the same name on a row that is live.
+    let by_hash: HashMap<&str, usize> = costs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.cluster_hash.as_deref().map(|h| (h, i)))
+        .collect();
+    let live_by_name: HashMap<&str, usize> = costs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.status.is_some() || is_open(r))
+        .map(|(i, r)| (r.name.as_str(), i))
+        .collect();
+    let mut seen: BTreeSet<usize> = BTreeSet::new();
+    for (cl, d) in clusters.iter().zip(cdims) {
+        if !is_running_cluster(cl) {
+            continue;
+        }
+        let row = cl
+            .cluster_hash
+            .as_deref()
+            .and_then(|h| by_hash.get(h))
+            .or_else(|| live_by_name.get(cl.name.as_str()))
+            .copied();
+        match row {
+            Some(i) => {
+                seen.insert(i);
+                if no_price(&costs[i]) {
+                    series.add(&cloud(&kdims[i]), 1.0);
+                }
+            }
+            None => series.add(&cloud(d), 1.0),
+        }
+    }
+    for (i, (r, d)) in costs.iter().zip(kdims).enumerate() {
+        if is_open(r) && !seen.contains(&i) && no_price(r) {
+            series.add(&cloud(d), 1.0);
+        }
+    }
+    series
+}
+
+/// A cost-report row still accruing: one of its usage intervals is open.
+fn is_open(r: &CostRecord) -> bool {
+    r.usage_intervals
+        .as_deref()
+        .is_some_and(|iv| iv.iter().any(|(_, end)| end.is_none()))
 }
 
 fn is_running_cluster(c: &ClusterRecord) -> bool {

@@ -1,6 +1,8 @@
 //! The built-in SkyPilot collector: three concurrent API requests, one pure computation.
 
 mod fleet;
+pub mod gpu;
+pub mod idle_stop;
 mod names;
 mod scope;
 
@@ -9,6 +11,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use skydeck_core::Sample;
+use skydeck_skypilot::api::ClusterRecord;
 use skydeck_skypilot::api::{
     ClusterJobStatus, ClusterQueueQuery, ClusterStatus, CostReportQuery, JobsQueueQuery,
     StatusQuery,
@@ -16,6 +19,7 @@ use skydeck_skypilot::api::{
 use skydeck_skypilot::{Client, ClientOptions, Endpoint, EndpointSource, Target};
 
 pub use fleet::{BreakdownKey, DEFAULT_TRAINING_PATTERN, FleetOptions, QueueProbe, compute};
+pub use gpu::GpuOptions;
 pub use names::managed_job_cluster_name;
 pub use scope::{LabelMatch, Scope};
 
@@ -55,6 +59,8 @@ pub struct SkypilotOptions {
     pub client: ClientOptions,
     /// The part of the fleet the metrics cover (everything by default).
     pub scope: Scope,
+    /// GPU utilization from a Prometheus with DCGM data, when configured.
+    pub gpu: Option<GpuOptions>,
 }
 
 impl Default for SkypilotOptions {
@@ -66,6 +72,7 @@ impl Default for SkypilotOptions {
             fallback_local: false,
             client: ClientOptions::default(),
             scope: Scope::default(),
+            gpu: None,
         }
     }
 }
@@ -74,6 +81,11 @@ impl Default for SkypilotOptions {
 pub struct SkypilotCollector {
     target: Target,
     opts: SkypilotOptions,
+    /// What went wrong with the GPU source in the last collection (its summary line).
+    gpu_problem: std::sync::Mutex<Option<String>>,
+    /// The GPU verdicts of the last collection and the clusters (in scope) they judge, for
+    /// the idle stop.
+    gpu_report: std::sync::Mutex<Option<(skydeck_gpu::UtilizationReport, Vec<ClusterRecord>)>>,
 }
 
 /// Where `--fallback-local` looks: SkyPilot's own local endpoint, whose port
@@ -111,7 +123,12 @@ const COST_DAYS: u32 = 7;
 impl SkypilotCollector {
     /// A collector for `target`.
     pub fn new(target: Target, opts: SkypilotOptions) -> Self {
-        SkypilotCollector { target, opts }
+        SkypilotCollector {
+            target,
+            opts,
+            gpu_problem: std::sync::Mutex::new(None),
+            gpu_report: std::sync::Mutex::new(None),
+        }
     }
 
     fn client_options(&self) -> ClientOptions {
@@ -185,6 +202,34 @@ impl SkypilotCollector {
         cx: &Context,
         pending: &Pending,
     ) -> Result<Vec<Sample>, CollectError> {
+        // The Prometheus query runs beside the SkyPilot requests, under the same limit.
+        let limit = tokio::time::Instant::now() + self.opts.timeout.min(cx.remaining());
+        let gpu = async {
+            match &self.opts.gpu {
+                Some(g) => Some(gpu::fetch(g, limit).await),
+                None => None,
+            }
+        };
+        let (fleet, gpu) = tokio::join!(self.fleet(pending), gpu);
+        let (clusters, jobs, costs, queues) = fleet?;
+        let mut samples = self.compute_from(&clusters, &jobs, &costs, queues, cx.started_at);
+        if let (Some(fetched), Some(g)) = (gpu, &self.opts.gpu) {
+            let (scoped, costs) = if self.opts.scope.is_empty() {
+                (clusters, costs)
+            } else {
+                let (c, _, k) = self.opts.scope.apply(&clusters, &[], &costs);
+                (c, k)
+            };
+            let read = gpu::judge(g, "prometheus", fetched, &scoped, &costs, cx.started_at);
+            samples.extend(read.samples);
+            *lock(&self.gpu_problem) = read.problem;
+            *lock(&self.gpu_report) = read.report.map(|r| (r, scoped));
+        }
+        Ok(samples)
+    }
+
+    /// The SkyPilot answers of one collection (and the queue probe when enabled).
+    async fn fleet(&self, pending: &Pending) -> Result<FleetAndQueues, CollectError> {
         let (client, (clusters, jobs, costs)) =
             match pending.track("/api/health", self.connect()).await {
                 Ok(client) => match self.fetch(&client, pending).await {
@@ -210,7 +255,13 @@ impl SkypilotCollector {
             ),
             None => None,
         };
-        Ok(self.compute_from(&clusters, &jobs, &costs, queues, cx.started_at))
+        Ok((clusters, jobs, costs, queues))
+    }
+
+    /// The GPU verdicts of the last collection and the clusters they judge, when a GPU source
+    /// is configured and answered.
+    pub fn gpu_report(&self) -> Option<(skydeck_gpu::UtilizationReport, Vec<ClusterRecord>)> {
+        lock(&self.gpu_report).clone()
     }
 
     /// The options this collector runs with.
@@ -316,6 +367,18 @@ pub enum PartAnswer {
     Queues(QueueProbe),
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The three answers and the queue probe.
+type FleetAndQueues = (
+    Vec<skydeck_skypilot::api::ClusterRecord>,
+    Vec<skydeck_skypilot::api::ManagedJobRecord>,
+    Vec<skydeck_skypilot::api::CostRecord>,
+    Option<QueueProbe>,
+);
+
 /// What `/status`, `/jobs/queue/v2` and `/cost_report` returned.
 type Fleet = (
     Vec<skydeck_skypilot::api::ClusterRecord>,
@@ -379,6 +442,10 @@ impl Collector for SkypilotCollector {
 
     fn timeout(&self) -> Duration {
         self.opts.timeout
+    }
+
+    fn problem(&self) -> Option<String> {
+        lock(&self.gpu_problem).clone()
     }
 
     fn note(&self) -> Option<String> {

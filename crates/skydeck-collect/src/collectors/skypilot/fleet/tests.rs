@@ -178,6 +178,11 @@ fn definitions_on_a_small_fleet() {
     assert_eq!(v("skypilot.training.runs_active"), 1.0);
     assert_eq!(v("skypilot.training.runs_completed_7d"), 1.0);
     assert!((v("skypilot.training.avg_cost_per_run") - 9.0).abs() < 1e-9);
+    // a (AWS, UP) is priced by its row; b (GCP, AUTOSTOPPING) has no cost row at all.
+    assert_eq!(
+        series(&s, "skypilot.clusters.unpriced"),
+        unpriced_of(&[("AWS", 0.0), ("GCP", 1.0), ("Lambda", 0.0), ("none", 0.0),])
+    );
     assert!(
         value(&s, "skypilot.clusters.idle").is_none(),
         "idle is opt-in"
@@ -189,9 +194,173 @@ fn definitions_on_a_small_fleet() {
     assert!(s.iter().all(|x| x.def().is_some()), "only catalog metrics");
 }
 
+fn series(samples: &[Sample], name: &str) -> BTreeMap<Tags, f64> {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .map(|s| (s.tags.clone(), s.value))
+        .collect()
+}
+
+fn unpriced_of(v: &[(&str, f64)]) -> BTreeMap<Tags, f64> {
+    v.iter()
+        .map(|(c, n)| (Tags::from([("cloud".to_string(), c.to_string())]), *n))
+        .collect()
+}
+
+/// A Kubernetes fleet the way SkyPilot 0.14.1 reports it without `kubernetes.pricing`:
+/// `total_cost` 0.0 for every row however long it ran.
+fn kubernetes_fleet() -> (Vec<ClusterRecord>, Vec<CostRecord>) {
+    let k8s = |name: &str, status: &str, hash: &str| {
+        cluster(
+            json!({"name": name, "status": status, "nodes": 2, "cloud": "Kubernetes",
+            "region": "gke_p_us-central1_h100", "accelerators": "{'H100': 8}",
+            "cluster_hash": hash}),
+        )
+    };
+    let clusters = vec![
+        k8s("train", "UP", "h-train"),
+        k8s("serve", "AUTOSTOPPING", "h-serve"),
+        k8s("paused", "STOPPED", "h-paused"),
+        k8s("booting", "INIT", "h-booting"),
+        k8s("priced", "UP", "h-priced"),
+        // Its row is named differently (renamed): joined by hash.
+        k8s("renamed", "UP", "h-renamed"),
+        cluster(
+            json!({"name": "aws-a", "status": "UP", "nodes": 1, "cloud": "AWS",
+            "cluster_hash": "h-aws"}),
+        ),
+    ];
+    let open = |h: f64| json!([[t(-h), null]]);
+    // Kubernetes cost rows: name, hash, status, usage intervals, duration, total_cost.
+    let rows = [
+        (
+            "train",
+            "h-train",
+            json!("UP"),
+            open(5.0),
+            18000.0,
+            json!(0.0),
+        ),
+        (
+            "serve",
+            "h-serve",
+            json!("AUTOSTOPPING"),
+            open(2.0),
+            7200.0,
+            json!(null),
+        ),
+        (
+            "paused",
+            "h-paused",
+            json!("STOPPED"),
+            json!([[t(-9.0), t(-3.0)]]),
+            21600.0,
+            json!(0.0),
+        ),
+        // Launched this second: no duration yet, nothing to judge.
+        (
+            "booting",
+            "h-booting",
+            json!("INIT"),
+            json!([[t(0.0), null]]),
+            0.0,
+            json!(0.0),
+        ),
+        (
+            "priced",
+            "h-priced",
+            json!("UP"),
+            open(1.0),
+            3600.0,
+            json!(40.0),
+        ),
+        (
+            "old-name",
+            "h-renamed",
+            json!("UP"),
+            open(3.0),
+            10800.0,
+            json!(0.0),
+        ),
+        // A managed job's cluster: not in /status, but its open row accrues nothing.
+        (
+            "sft-7-7",
+            "h-job",
+            json!("UP"),
+            open(4.0),
+            14400.0,
+            json!(0.0),
+        ),
+        // Terminated, unpriced: not running, not counted.
+        (
+            "gone",
+            "h-gone",
+            json!(null),
+            json!([[t(-30.0), t(-20.0)]]),
+            36000.0,
+            json!(0.0),
+        ),
+        // aws-a has no row at all: its cost is missing from every sum.
+    ];
+    let costs = rows
+        .into_iter()
+        .map(|(name, hash, status, iv, dur, total)| {
+            cost(json!({"name": name, "cluster_hash": hash, "status": status,
+                "usage_intervals": iv, "duration": dur, "total_cost": total,
+                "cloud": "Kubernetes", "region": "gke_p_us-central1_h100", "num_nodes": 2}))
+        })
+        .collect();
+    (clusters, costs)
+}
+
+#[test]
+fn unpriced_counts_running_clusters_without_a_price() {
+    let (clusters, costs) = kubernetes_fleet();
+    let s = compute(&clusters, &[], &costs, None, at(), &FleetOptions::default());
+    // train (0.0), serve (null), renamed (0.0, by hash), sft-7-7 (managed, open row).
+    assert_eq!(
+        series(&s, "skypilot.clusters.unpriced"),
+        unpriced_of(&[("AWS", 1.0), ("Kubernetes", 4.0)])
+    );
+    // Nothing running: every cloud seen still reads 0.
+    let stopped: Vec<ClusterRecord> = clusters
+        .iter()
+        .filter(|c| c.status == ClusterStatus::Stopped)
+        .cloned()
+        .collect();
+    let closed: Vec<CostRecord> = costs.iter().filter(|r| !is_open(r)).cloned().collect();
+    let s = compute(&stopped, &[], &closed, None, at(), &FleetOptions::default());
+    assert_eq!(
+        series(&s, "skypilot.clusters.unpriced"),
+        unpriced_of(&[("Kubernetes", 0.0)])
+    );
+}
+
+#[test]
+fn unpriced_cloud_follows_the_breakdown_cap() {
+    let (clusters, costs) = kubernetes_fleet();
+    let opts = FleetOptions {
+        breakdown: vec![BreakdownKey::Cloud, BreakdownKey::User],
+        breakdown_top: 1,
+        ..FleetOptions::default()
+    };
+    let s = compute(&clusters, &[], &costs, None, at(), &opts);
+    // Kubernetes is the most frequent cloud; AWS becomes `other`. No user tag: the metric is
+    // split by cloud only.
+    assert_eq!(
+        series(&s, "skypilot.clusters.unpriced"),
+        unpriced_of(&[("Kubernetes", 4.0), ("other", 1.0)])
+    );
+}
+
 #[test]
 fn empty_fleet_emits_zeros_and_no_placeholders() {
     let s = compute(&[], &[], &[], None, at(), &FleetOptions::default());
+    assert_eq!(
+        series(&s, "skypilot.clusters.unpriced"),
+        unpriced_of(&[("none", 0.0)])
+    );
     assert_eq!(value(&s, "skypilot.jobs.running"), Some(0.0));
     assert_eq!(value(&s, "skypilot.jobs.longest_running_hours"), Some(0.0));
     assert_eq!(value(&s, "skypilot.compute.cost_7d"), Some(0.0));
