@@ -66,6 +66,17 @@ impl Delivery {
         }
     }
 
+    /// Leaves samples that are for the sinks only (not in `/metrics`): the per-GPU series.
+    pub(crate) fn push_extra(&self, name: &str, samples: Arc<Vec<Sample>>) {
+        for slot in self.slots.iter() {
+            slot.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_string(), Arc::clone(&samples));
+            slot.notify.notify_one();
+        }
+    }
+
     /// Leaves `collector`'s latest samples for every sink.
     pub(crate) fn push(&self, collector: &str, snapshot: &Snapshot) {
         if self.slots.is_empty() {

@@ -14,7 +14,20 @@ use std::collections::BTreeMap;
 use skydeck_collect::collectors::skypilot::idle_stop::{IdleRun, decision_samples};
 use skydeck_collect::collectors::skypilot::{Part, PartAnswer, QueueProbe, SkypilotCollector, gpu};
 use skydeck_collect::{CollectError, Collector};
+use skydeck_core::catalog as c;
+use skydeck_discovery::Discovery;
+use skydeck_gpu::UtilizationOptions;
 use skydeck_gpu::idle::{Action, IdleMarks, IdlePolicy};
+use skydeck_gpu::scrape::Scraper;
+
+/// The per-GPU series the direct scrape forwards to the sinks.
+const GPU_SERIES: [&str; 5] = [
+    c::GPU_UTILIZATION.name,
+    c::GPU_MEMORY_USED.name,
+    c::GPU_POWER.name,
+    c::GPU_TEMPERATURE.name,
+    c::GPU_XID.name,
+];
 use skydeck_skypilot::Client;
 use skydeck_skypilot::api::{ClusterRecord, CostRecord, ManagedJobRecord};
 use tokio::sync::watch;
@@ -50,12 +63,15 @@ struct Fleet {
     /// The idle stop's policy, its marks from the last read and its cumulative counts.
     idle: IdlePolicy,
     idle_state: tokio::sync::Mutex<IdleState>,
+    /// The direct-scrape GPU source, when serve reads the exporters itself.
+    scrape: Option<(tokio::sync::Mutex<Scraper<Discovery>>, UtilizationOptions)>,
 }
 
 /// Starts one loop per request.
 pub(crate) fn start(
     collector: Arc<SkypilotCollector>,
     opts: &ServeOptions,
+    scrape: Option<(Scraper<Discovery>, UtilizationOptions)>,
     snapshot: Snapshot,
     delivery: Delivery,
     tasks: &mut JoinSet<()>,
@@ -86,8 +102,9 @@ pub(crate) fn start(
         queues,
         idle: opts.idle.clone(),
         idle_state: tokio::sync::Mutex::new(Default::default()),
+        scrape: scrape.map(|(s, u)| (tokio::sync::Mutex::new(s), u)),
     });
-    if fleet.collector.options().gpu.is_some() {
+    if fleet.collector.options().gpu.is_some() || fleet.scrape.is_some() {
         let interval = opts.intervals.gpu;
         fleet.snapshot.register(GPU, interval);
         let (fleet, mut stop, jitter) = (Arc::clone(&fleet), stop.clone(), opts.jitter);
@@ -200,11 +217,38 @@ impl Fleet {
 
     /// One read of GPU utilization, judged against the latest clusters and costs (in scope).
     async fn read_gpus(&self) {
-        let Some(g) = self.collector.options().gpu.as_ref() else {
+        let t0 = Instant::now();
+        let at = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+            .unwrap_or_else(|_| jiff::Timestamp::now());
+        let (fetched, source, utilization) = if let Some((scraper, u)) = &self.scrape {
+            let mut s = scraper.lock().await;
+            let end = jiff::Timestamp::now();
+            let stats = s.run_cycle(end).await.clone();
+            // The per-GPU series go to the sinks only; /metrics keeps the fleet view.
+            let series: Vec<_> = s
+                .samples(at)
+                .into_iter()
+                .filter(|x| x.def().is_some_and(|d| GPU_SERIES.contains(&d.name)))
+                .collect();
+            self.delivery.push_extra("gpu_series", Arc::new(series));
+            let fetched = if stats.ok == 0 && stats.targets > 0 {
+                Err(format!(
+                    "no DCGM exporter could be scraped ({} failed, {} timed out)",
+                    stats.failed, stats.timed_out
+                ))
+            } else {
+                Ok(gpu::Fetched {
+                    windows: s.windows().clone(),
+                    end,
+                })
+            };
+            (fetched, "scrape", u.clone())
+        } else if let Some(g) = self.collector.options().gpu.as_ref() {
+            let fetched = gpu::fetch(g, t0 + self.collector.timeout()).await;
+            (fetched, "prometheus", g.utilization.clone())
+        } else {
             return;
         };
-        let t0 = Instant::now();
-        let fetched = gpu::fetch(g, t0 + self.collector.timeout()).await;
         let (clusters, costs) = {
             let a = self.lock();
             (
@@ -214,9 +258,7 @@ impl Fleet {
         };
         let scope = &self.collector.options().scope;
         let (clusters, _, costs) = scope.apply(&clusters, &[], &costs);
-        let at = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
-            .unwrap_or_else(|_| jiff::Timestamp::now());
-        let read = gpu::judge(g, "prometheus", fetched, &clusters, &costs, at);
+        let read = gpu::judge(&utilization, source, fetched, &clusters, &costs, at);
         let elapsed = t0.elapsed();
         match (read.problem, read.report) {
             (None, Some(report)) => {

@@ -81,6 +81,12 @@ pub struct ServeOptions {
     pub auth_token: Option<SecretString>,
     /// The idle stop, run after every GPU read (default: report only).
     pub idle: skydeck_gpu::idle::IdlePolicy,
+    /// GPU utilization from the DCGM exporters discovery finds, scraped through each
+    /// context's API server (instead of a Prometheus): how to scrape and how to judge.
+    pub gpu_scrape: Option<(
+        skydeck_gpu::scrape::ScrapeOptions,
+        skydeck_gpu::UtilizationOptions,
+    )>,
 }
 
 impl Default for ServeOptions {
@@ -91,6 +97,7 @@ impl Default for ServeOptions {
             push_timeout: Duration::from_secs(30),
             auth_token: None,
             idle: Default::default(),
+            gpu_scrape: None,
         }
     }
 }
@@ -150,9 +157,17 @@ impl Serve {
         );
 
         if let Some(sk) = sources.skypilot {
+            let scrape = match (&opts.gpu_scrape, &sources.discovery) {
+                (Some((so, uo)), Some(d)) => Some((
+                    skydeck_gpu::scrape::Scraper::new(d.clone(), so.clone()),
+                    uo.clone(),
+                )),
+                _ => None,
+            };
             fleet::start(
                 sk,
                 &opts,
+                scrape,
                 snapshot.clone(),
                 delivery.clone(),
                 &mut tasks,

@@ -118,6 +118,29 @@ pub struct GpuSection {
     /// How often `serve` reads utilization.
     #[serde(default = "default_gpu_interval", with = "serde_friendly")]
     pub interval: Duration,
+    /// `serve` only, without a Prometheus: scrape the DCGM exporters discovery finds through
+    /// each context's API server, and forward per-GPU series to the Datadog sink.
+    #[serde(default)]
+    pub scrape: bool,
+    /// Scrapes in flight at once.
+    #[serde(default = "default_scrape_concurrency")]
+    pub scrape_concurrency: usize,
+    /// Limit of one exporter's scrape.
+    #[serde(default = "default_scrape_timeout", with = "serde_friendly")]
+    pub scrape_timeout: Duration,
+    /// GPUs whose series are forwarded to Datadog (the rest are counted, not sent).
+    #[serde(default = "default_max_series_gpus")]
+    pub max_series_gpus: usize,
+}
+
+fn default_scrape_concurrency() -> usize {
+    16
+}
+fn default_scrape_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_series_gpus() -> usize {
+    2000
 }
 
 impl Default for GpuSection {
@@ -131,6 +154,10 @@ impl Default for GpuSection {
             idle_threshold_percent: default_idle_threshold(),
             match_label: default_match_label(),
             interval: default_gpu_interval(),
+            scrape: false,
+            scrape_concurrency: default_scrape_concurrency(),
+            scrape_timeout: default_scrape_timeout(),
+            max_series_gpus: default_max_series_gpus(),
         }
     }
 }
@@ -567,6 +594,12 @@ pub fn parse(text: &str) -> anyhow::Result<Config> {
     let t = cfg.gpu.idle_threshold_percent;
     if !(t > 0.0 && t < 100.0) {
         bail!("[gpu] idle_threshold_percent = {t}: expected a percentage above 0 and below 100");
+    }
+    if cfg.gpu.scrape && cfg.gpu.prometheus_url.is_some() {
+        bail!("[gpu] scrape = true and prometheus_url are both set; choose one GPU source");
+    }
+    if cfg.gpu.scrape_concurrency == 0 {
+        bail!("[gpu] scrape_concurrency must be at least 1");
     }
     if cfg.gpu.step >= cfg.gpu.window {
         bail!("[gpu] step must be shorter than window");

@@ -53,7 +53,7 @@ pub struct ServeArgs {
     /// [default: the config's datadog [[sinks]]].
     #[arg(long)]
     pub datadog: bool,
-    /// With --datadog: print the payloads instead of sending them.
+    /// Print the Datadog payloads instead of sending them, and submit no idle-stop request.
     #[arg(long)]
     pub dry_run: bool,
     /// Turn DCGM exporter discovery off.
@@ -143,6 +143,38 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         discovery(&args, &cfg, local)?
     };
+    let gpu_scrape = if cfg.gpu.scrape {
+        if args.source.prometheus_url.is_some() {
+            anyhow::bail!("--prometheus-url and [gpu] scrape = true: choose one GPU source");
+        }
+        if discovery.is_none() {
+            anyhow::bail!(
+                "[gpu] scrape = true needs discovery (a kubeconfig or [discovery] contexts) to \
+                 find the DCGM exporters"
+            );
+        }
+        let g = &cfg.gpu;
+        let utilization = skydeck_gpu::UtilizationOptions {
+            window: g.window,
+            threshold: g.idle_threshold_percent / 100.0,
+            matching: skydeck_gpu::MatchOptions {
+                vm_label: g.match_label.trim().to_string(),
+                ..Default::default()
+            },
+        };
+        let scrape = skydeck_gpu::scrape::ScrapeOptions {
+            concurrency: g.scrape_concurrency,
+            timeout: g.scrape_timeout,
+            max_series_gpus: g.max_series_gpus,
+            interval: g.interval,
+            retention: g.window.max(cfg.idle.min_idle) + g.interval * 2,
+            keep_labels: utilization.matching.kept_labels(),
+            ..Default::default()
+        };
+        Some((scrape, utilization))
+    } else {
+        None
+    };
     if skypilot.is_none() && collectors.is_empty() && discovery.is_none() {
         anyhow::bail!(
             "nothing to serve: the SkyPilot collector is off, no [[collectors]] are configured \
@@ -160,6 +192,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 p.dry_run |= args.dry_run;
                 p
             },
+            gpu_scrape,
         },
         Sources {
             skypilot,

@@ -118,6 +118,36 @@ impl Forwarder {
     }
 }
 
+/// A DCGM exporter serving `page` from a network-namespace host, with its Pod (IP written
+/// through the status subresource), Service and Endpoints in `ns`, as the GPU Operator makes
+/// them.
+fn exporter(peer: &KubePeer, ns: &str, pod: &str, page: &str) -> (NetnsHost, tempfile::TempDir) {
+    let mut host = NetnsHost::create_unique("dcgm");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("metrics"), page).unwrap();
+    host.serve_dir(dir.path(), 9400);
+    let app = [("app", "nvidia-dcgm-exporter")];
+    peer.create_pod(ns, pod, &app, Some("gpu-node-1"), Some(host.ns_ip()));
+    peer.create_service(
+        ns,
+        "nvidia-dcgm-exporter",
+        &app,
+        &[],
+        &[("gpu-metrics", 9400)],
+    );
+    peer.create_endpoints(
+        ns,
+        "nvidia-dcgm-exporter",
+        &[EndpointAddr {
+            ip: host.ns_ip().to_string(),
+            node: Some("gpu-node-1".into()),
+            pod: Some(pod.into()),
+        }],
+        &[("gpu-metrics", 9400)],
+    );
+    (host, dir)
+}
+
 fn sd(served: &Served) -> Vec<serde_json::Value> {
     let (code, ct, body) = served.get("/api/service-discovery", None);
     assert_eq!(code, 200, "{body}");
@@ -138,33 +168,12 @@ fn prometheus_scrapes_dcgm_through_serve_and_the_real_apiserver() {
     let ns = unique_name("gpu-op");
     peer.create_namespace(&ns);
 
-    let mut host = NetnsHost::create_unique("dcgm");
     let pod = "nvidia-dcgm-exporter-7x2kq";
-    let page = tempfile::tempdir().unwrap();
-    std::fs::write(
-        page.path().join("metrics"),
-        dcgm_metrics_text("gpu-node-1", "trainer-0", "ml"),
-    )
-    .unwrap();
-    host.serve_dir(page.path(), 9400);
-    let app = [("app", "nvidia-dcgm-exporter")];
-    peer.create_pod(&ns, pod, &app, Some("gpu-node-1"), Some(host.ns_ip()));
-    peer.create_service(
+    let (_host, _page) = exporter(
+        &peer,
         &ns,
-        "nvidia-dcgm-exporter",
-        &app,
-        &[],
-        &[("gpu-metrics", 9400)],
-    );
-    peer.create_endpoints(
-        &ns,
-        "nvidia-dcgm-exporter",
-        &[EndpointAddr {
-            ip: host.ns_ip().to_string(),
-            node: Some("gpu-node-1".into()),
-            pod: Some(pod.into()),
-        }],
-        &[("gpu-metrics", 9400)],
+        pod,
+        &dcgm_metrics_text("gpu-node-1", "trainer-0", "ml"),
     );
 
     let upstream = peer.endpoint().trim_start_matches("https://").to_string();
@@ -341,6 +350,118 @@ fn prometheus_scrapes_dcgm_through_serve_and_the_real_apiserver() {
         peer.admin_token(),
     ] {
         assert!(!log.contains(secret), "a token leaked into the log");
+    }
+    peer.delete_namespace(&ns);
+}
+
+/// Without any Prometheus: serve scrapes the exporter discovery found, through the API
+/// server, judges the GPUs against the SkyPilot clusters and forwards per-GPU series to
+/// Datadog.
+#[test]
+fn serve_scrapes_dcgm_itself_and_forwards_gpu_series() {
+    use skydeck_testkit::datadog::{FakeDatadog, GOOD_KEY};
+    let peer = KubePeer::from_env();
+    peer.grant_reader();
+    let ns = unique_name("gpu-op");
+    peer.create_namespace(&ns);
+    // One GPU of the captured fleet's `carol-serve` (UP, one L4; a VM cluster named by the
+    // `skypilot_cluster` label a relabeling adds) and one GPU of no SkyPilot cluster.
+    let page = "# TYPE DCGM_FI_PROF_GR_ENGINE_ACTIVE gauge\n\
+        DCGM_FI_PROF_GR_ENGINE_ACTIVE{gpu=\"0\",UUID=\"GPU-1\",modelName=\"NVIDIA L4\",Hostname=\"h1\",skypilot_cluster=\"carol-serve\"} 0.25\n\
+        DCGM_FI_PROF_GR_ENGINE_ACTIVE{gpu=\"0\",UUID=\"GPU-2\",modelName=\"NVIDIA L4\",Hostname=\"h2\"} 0.5\n\
+        # TYPE DCGM_FI_DEV_FB_USED gauge\n\
+        DCGM_FI_DEV_FB_USED{gpu=\"0\",UUID=\"GPU-1\",modelName=\"NVIDIA L4\",Hostname=\"h1\",skypilot_cluster=\"carol-serve\"} 1024\n";
+    let (_host, _page) = exporter(&peer, &ns, "nvidia-dcgm-exporter-s1", page);
+    let fake = skydeck_testkit::FakeSkypilot::start(skydeck_testkit::Behavior::Healthy);
+    let dd = FakeDatadog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    write_kubeconfig(
+        &kubeconfig,
+        &[KubeContext::for_peer("good", &peer, peer.reader_token())],
+        Some("good"),
+    );
+    std::fs::write(
+        dir.path().join("skydeck.toml"),
+        format!(
+            "[discovery]\nnamespaces = [\"{ns}\"]\nrefresh_interval = \"5s\"\n\
+             refresh_timeout = \"3s\"\n[gpu]\nscrape = true\ninterval = \"2s\"\n\
+             [[sinks]]\ntype = \"datadog\"\n"
+        ),
+    )
+    .unwrap();
+    let kc = kubeconfig.display().to_string();
+    let served = Served::start_in(
+        dir,
+        &[
+            "--endpoint",
+            &fake.url(),
+            "--config",
+            "skydeck.toml",
+            "--kubeconfig",
+            &kc,
+        ],
+        &[("DD_API_KEY", GOOD_KEY), ("DD_SITE", &dd.url())],
+    );
+    let e = served.wait_metrics("GPU utilization from the scrape", |e| {
+        e.get("skypilot_clusters_avg_utilization_ratio", &[])
+            .is_some()
+    });
+    assert_eq!(
+        e.get("skypilot_clusters_avg_utilization_ratio", &[]),
+        Some(0.25)
+    );
+    assert_eq!(e.get("skypilot_gpus_unmatched", &[]), Some(1.0));
+    assert_eq!(
+        e.get("skydeck_gpu_source_up", &[("source", "scrape")]),
+        Some(1.0)
+    );
+    assert!(
+        e.get("skypilot_gpu_utilization_ratio", &[]).is_none(),
+        "per-GPU series go to the sinks, not to /metrics"
+    );
+    let t0 = Instant::now();
+    loop {
+        let series: Vec<serde_json::Value> = dd
+            .series()
+            .iter()
+            .flat_map(|r| r.body["series"].as_array().cloned().unwrap_or_default())
+            .collect();
+        let util = series.iter().find(|s| {
+            s["metric"] == "skypilot.gpu.utilization"
+                && s["tags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t == "Hostname:h1"))
+        });
+        if let Some(u) = util {
+            assert_eq!(u["points"][0]["value"], 25.0, "{u}");
+            let tags: Vec<&str> = u["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|t| t.as_str())
+                .collect();
+            for t in [
+                "cluster:good",
+                "gpu:0",
+                "modelName:NVIDIA L4",
+                "kubernetes_namespace:none",
+            ] {
+                assert!(tags.contains(&t), "{t} not in {tags:?}");
+            }
+            assert!(
+                series
+                    .iter()
+                    .any(|s| s["metric"] == "skypilot.gpu.memory_used")
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "no per-GPU series reached Datadog: {}",
+            served.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
     }
     peer.delete_namespace(&ns);
 }

@@ -122,7 +122,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The verdicts and metrics from `windows` (or the failure `fetched`) for `clusters`.
 pub fn judge(
-    opts: &GpuOptions,
+    utilization: &UtilizationOptions,
     source: &'static str,
     fetched: Result<Fetched, String>,
     clusters: &[ClusterRecord],
@@ -131,13 +131,8 @@ pub fn judge(
 ) -> GpuRead {
     match fetched {
         Ok(Fetched { windows, end }) => {
-            let report = skydeck_gpu::compute(
-                clusters,
-                &hourly_costs(costs),
-                &windows,
-                end,
-                &opts.utilization,
-            );
+            let report =
+                skydeck_gpu::compute(clusters, &hourly_costs(costs), &windows, end, utilization);
             let mut samples = report.samples(at);
             samples.push(Sample::of(&c::GPU_SOURCE_UP, 1.0, at).tag("source", source));
             samples.push(

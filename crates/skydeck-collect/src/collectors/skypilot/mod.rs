@@ -220,7 +220,14 @@ impl SkypilotCollector {
                 let (c, _, k) = self.opts.scope.apply(&clusters, &[], &costs);
                 (c, k)
             };
-            let read = gpu::judge(g, "prometheus", fetched, &scoped, &costs, cx.started_at);
+            let read = gpu::judge(
+                &g.utilization,
+                "prometheus",
+                fetched,
+                &scoped,
+                &costs,
+                cx.started_at,
+            );
             samples.extend(read.samples);
             *lock(&self.gpu_problem) = read.problem;
             *lock(&self.gpu_report) = read.report.map(|r| (r, scoped));
