@@ -50,8 +50,17 @@ struct Answers {
     queues: Option<QueueProbe>,
 }
 
-/// The idle stop's marks from the last read, and its decisions counted since start.
-type IdleState = (IdleMarks, BTreeMap<(Action, &'static str), u64>);
+/// The idle stop's marks from the last read, its decisions counted since start, and when it
+/// last submitted a request for each cluster.
+type IdleState = (
+    IdleMarks,
+    BTreeMap<(Action, &'static str), u64>,
+    std::collections::HashMap<String, Instant>,
+);
+
+/// A cluster just acted on stays UP while SkyPilot stops it: it is left alone this long, so
+/// serve does not resubmit on every read.
+const ACTED_COOLDOWN: Duration = Duration::from_secs(15 * 60);
 
 struct Fleet {
     collector: Arc<SkypilotCollector>,
@@ -265,10 +274,19 @@ impl Fleet {
                 let mut samples = read.samples;
                 // One pass at a time (the lock), marks carried from read to read.
                 let mut st = self.idle_state.lock().await;
+                st.2.retain(|_, t| t.elapsed() < ACTED_COOLDOWN);
+                let mut policy = self.idle.clone();
+                // Recently acted clusters show as excluded until the cooldown passes.
+                policy.exclude_patterns.extend(st.2.keys().cloned());
                 let run = self
                     .collector
-                    .idle_stop(&self.idle, &report, &clusters, &st.0)
+                    .idle_stop(&policy, &report, &clusters, &st.0)
                     .await;
+                for (d, o) in run.decisions.iter().zip(&run.outcomes) {
+                    if *o == "acted" {
+                        st.2.insert(d.cluster.clone(), Instant::now());
+                    }
+                }
                 for line in run.summary(&self.idle) {
                     tracing::info!("{line}");
                 }
