@@ -454,6 +454,27 @@ fn serve_scrapes_dcgm_itself_and_forwards_gpu_series() {
                     .iter()
                     .any(|s| s["metric"] == "skypilot.gpu.memory_used")
             );
+            // Every payload serve pushed is a valid MetricPayload for Datadog's own models.
+            let python = std::env::var("SKYDECK_TEST_PYTOOLS_PYTHON").unwrap_or_else(|_| {
+                panic!("SKYDECK_TEST_PYTOOLS_PYTHON is not set: run the tests with scripts/test.sh")
+            });
+            let file = tempfile::NamedTempFile::new().unwrap();
+            let lines: Vec<String> = dd.series().iter().map(|r| r.body.to_string()).collect();
+            std::fs::write(file.path(), lines.join("\n") + "\n").unwrap();
+            let script = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../scripts/peers/validate_datadog.py"
+            );
+            let out = std::process::Command::new(python)
+                .args([script, "metric_payload"])
+                .arg(file.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "datadog-api-client refused a payload: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             break;
         }
         assert!(
