@@ -401,15 +401,20 @@ fn gpu_options(
         lookback: g.window.max(min_idle),
         step: g.step,
         matchers: g.matchers.clone(),
-        utilization: skydeck_gpu::UtilizationOptions {
-            window: g.window,
-            threshold: g.idle_threshold_percent / 100.0,
-            matching: skydeck_gpu::MatchOptions {
-                vm_label: g.match_label.trim().to_string(),
-                ..Default::default()
-            },
-        },
+        utilization: utilization_options(g),
     }))
+}
+
+/// How GPU data is judged (`[gpu]` window, threshold and match label), for either source.
+pub fn utilization_options(g: &config::GpuSection) -> skydeck_gpu::UtilizationOptions {
+    skydeck_gpu::UtilizationOptions {
+        window: g.window,
+        threshold: g.idle_threshold_percent / 100.0,
+        matching: skydeck_gpu::MatchOptions {
+            vm_label: g.match_label.trim().to_string(),
+            ..Default::default()
+        },
+    }
 }
 
 /// The scope: `[scope]`, the `--scope-*` flags and seed 001's `SKYPILOT_CLUSTER_FILTER` and

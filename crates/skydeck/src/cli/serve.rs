@@ -154,14 +154,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             );
         }
         let g = &cfg.gpu;
-        let utilization = skydeck_gpu::UtilizationOptions {
-            window: g.window,
-            threshold: g.idle_threshold_percent / 100.0,
-            matching: skydeck_gpu::MatchOptions {
-                vm_label: g.match_label.trim().to_string(),
-                ..Default::default()
-            },
-        };
+        let utilization = super::collect::utilization_options(g);
         let scrape = skydeck_gpu::scrape::ScrapeOptions {
             concurrency: g.scrape_concurrency,
             timeout: g.scrape_timeout,
