@@ -462,14 +462,7 @@ struct Latest {
 }
 
 /// The tag keys of the per-GPU series, as the catalog lists them.
-const SERIES_TAGS: [&str; 6] = [
-    "cluster",
-    "gpu",
-    "modelName",
-    "Hostname",
-    "kubernetes_namespace",
-    "pod",
-];
+const SERIES_TAGS: &[&str] = skydeck_core::catalog::GPU_UTILIZATION.tags;
 
 enum Outcome {
     Page(ParsedPage),

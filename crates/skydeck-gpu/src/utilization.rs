@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use skydeck_core::{Sample, catalog as c};
-use skydeck_skypilot::api::{ClusterRecord, ClusterStatus, parse_accelerators};
+use skydeck_skypilot::api::{ClusterRecord, ClusterStatus};
 
 use crate::matching::{MatchOptions, match_gpus};
 use crate::window::{GpuId, GpuSeries, GpuWindows};
@@ -204,14 +204,7 @@ pub fn fleet_samples(report: Option<&UtilizationReport>, at: Timestamp) -> Vec<S
 
 /// GPUs a cluster has per SkyPilot: nodes × the accelerators per node, fractions rounded up.
 pub fn expected_gpus(cluster: &ClusterRecord) -> u32 {
-    let per_node: f64 = cluster
-        .accelerators
-        .as_deref()
-        .map(parse_accelerators)
-        .unwrap_or_default()
-        .iter()
-        .map(|(_, n)| n)
-        .sum();
+    let per_node = cluster.gpus_per_node();
     let total = (per_node * f64::from(cluster.nodes.unwrap_or(1))).ceil();
     if total.is_finite() && total > 0.0 {
         total.min(f64::from(u32::MAX)) as u32

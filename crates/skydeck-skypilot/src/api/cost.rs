@@ -54,3 +54,22 @@ pub struct CostRecord {
     #[serde(default)]
     pub workspace: Option<String>,
 }
+
+impl CostRecord {
+    /// Whether the cluster still runs: its last usage interval has no end.
+    pub fn is_running(&self) -> bool {
+        self.usage_intervals
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .any(|(_, end)| end.is_none())
+    }
+
+    /// Its spend per hour, total cost over duration (`None` without a cost or a duration).
+    pub fn hourly_cost(&self) -> Option<f64> {
+        match (self.total_cost, self.duration) {
+            (Some(total), Some(d)) if d > 0.0 => Some(total / d * 3600.0),
+            _ => None,
+        }
+    }
+}

@@ -128,3 +128,16 @@ pub struct ClusterRecord {
     #[serde(default)]
     pub last_creation_yaml: Option<String>,
 }
+
+impl ClusterRecord {
+    /// Accelerators on each node (`"{'H100': 8}"` → 8; 0 for a CPU-only cluster).
+    pub fn gpus_per_node(&self) -> f64 {
+        self.accelerators
+            .as_deref()
+            .map(super::parse_accelerators)
+            .unwrap_or_default()
+            .iter()
+            .map(|(_, n)| n)
+            .sum()
+    }
+}

@@ -58,13 +58,9 @@ fn fleet(endpoint: &str) -> (Vec<ClusterRecord>, Vec<CostRecord>) {
     })
 }
 
-/// GPUs per node from `/status`'s accelerators repr (`"{'H100': 8}"`).
+/// GPUs per node, as `/status` gives them.
 fn gpus_per_node(c: &ClusterRecord) -> u32 {
-    skydeck_skypilot::api::parse_accelerators(c.accelerators.as_deref().unwrap_or(""))
-        .iter()
-        .map(|(_, n)| *n)
-        .sum::<f64>()
-        .ceil() as u32
+    c.gpus_per_node().ceil() as u32
 }
 
 /// A loopback HTTP server answering every GET with the current `page`.

@@ -520,15 +520,7 @@ pub fn compute(
             } else {
                 on_demand.add(&tags, n);
             }
-            let per_node: f64 = cl
-                .accelerators
-                .as_deref()
-                .map(parse_accelerators)
-                .unwrap_or_default()
-                .iter()
-                .map(|(_, n)| n)
-                .sum();
-            gpus.add(&tags, per_node * n);
+            gpus.add(&tags, cl.gpus_per_node() * n);
         }
     }
     for j in &running_jobs {
@@ -589,8 +581,8 @@ pub fn compute(
         cost7.add(&tags, c7);
         monthly.add(&tags, c7 / 7.0 * 30.0);
         cost24.add(&tags, total * overlap(intervals, w1, t) / duration);
-        if intervals.iter().any(|(_, end)| end.is_none()) {
-            burn.add(&tags, total / duration * 3600.0);
+        if r.is_running() {
+            burn.add(&tags, r.hourly_cost().unwrap_or(0.0));
         }
     }
     for s in [cost24, cost7, burn, monthly] {

@@ -49,18 +49,9 @@ impl std::fmt::Debug for GpuOptions {
 /// duration of a cluster whose usage interval is still open.
 pub fn hourly_costs(costs: &[CostRecord]) -> HashMap<String, f64> {
     let mut out = HashMap::new();
-    for r in costs {
-        let (Some(total), Some(duration)) = (r.total_cost, r.duration) else {
-            continue;
-        };
-        let open = r
-            .usage_intervals
-            .as_deref()
-            .unwrap_or(&[])
-            .iter()
-            .any(|(_, end)| end.is_none());
-        if open && duration > 0.0 {
-            *out.entry(r.name.clone()).or_default() += total / duration * 3600.0;
+    for r in costs.iter().filter(|r| r.is_running()) {
+        if let Some(h) = r.hourly_cost() {
+            *out.entry(r.name.clone()).or_default() += h;
         }
     }
     out
