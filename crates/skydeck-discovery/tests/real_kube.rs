@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use skydeck_discovery::{ContextSet, Discovery, DiscoveryOptions, TargetMode};
 use skydeck_testkit::kube::{
-    EndpointAddr, KubeContext, KubePeer, NetnsHost, dcgm_metrics_text, unique_name,
+    EndpointAddr, ExporterSpec, KubeContext, KubePeer, NetnsHost, dcgm_metrics_text, unique_name,
     write_kubeconfig,
 };
 use tower::ServiceExt;
@@ -187,24 +187,17 @@ async fn real_api_server_proxies_a_dcgm_page_from_a_pod() {
     std::fs::write(page_dir.path().join("metrics"), &page).unwrap();
     host.serve_dir(page_dir.path(), 9400);
 
-    let labels = [("app", "nvidia-dcgm-exporter")];
-    peer.create_service(
+    peer.create_exporter(
         &ns,
-        "nvidia-dcgm-exporter",
-        &labels,
-        &[("prometheus.io/scrape", "true")],
-        &[("gpu-metrics", 9400)],
-    );
-    peer.create_pod(&ns, pod, &labels, Some("gpu-node-1"), Some(host.ns_ip()));
-    peer.create_endpoints(
-        &ns,
-        "nvidia-dcgm-exporter",
-        &[EndpointAddr {
-            ip: host.ns_ip().into(),
-            node: Some("gpu-node-1".into()),
-            pod: Some(pod.into()),
-        }],
-        &[("gpu-metrics", 9400)],
+        &ExporterSpec {
+            service: "nvidia-dcgm-exporter",
+            labels: &[("app", "nvidia-dcgm-exporter")],
+            annotations: &[("prometheus.io/scrape", "true")],
+            port: ("gpu-metrics", 9400),
+            pod,
+            node: "gpu-node-1",
+            ip: host.ns_ip(),
+        },
     );
 
     let dir = tempfile::tempdir().unwrap();

@@ -13,7 +13,7 @@ use skydeck_core::catalog as c;
 use skydeck_discovery::{ContextSet, Discovery, DiscoveryOptions, TargetMode};
 use skydeck_gpu::{ScrapeOptions, Scraper, UtilSource};
 use skydeck_testkit::kube::{
-    EndpointAddr, KubeContext, KubePeer, NetnsHost, unique_name, write_kubeconfig,
+    ExporterSpec, KubeContext, KubePeer, NetnsHost, unique_name, write_kubeconfig,
 };
 
 /// A dcgm-exporter page (profiling fields on, Kubernetes mapping on) of two GPUs of `node`.
@@ -54,39 +54,31 @@ async fn one_cycle_through_discovery_reads_the_gpus_of_a_real_pod_proxy() {
     host.serve_dir(page_dir.path(), 9400);
 
     // The GPU Operator's exporter, and a chart exporter whose pod does not listen.
-    let op = [("app", "nvidia-dcgm-exporter")];
-    peer.create_service(
-        &ns,
-        "nvidia-dcgm-exporter",
-        &op,
-        &[("prometheus.io/scrape", "true")],
-        &[("gpu-metrics", 9400)],
-    );
     let live = "nvidia-dcgm-exporter-n1";
-    peer.create_pod(&ns, live, &op, Some("gpu-node-1"), Some(host.ns_ip()));
-    peer.create_endpoints(
+    peer.create_exporter(
         &ns,
-        "nvidia-dcgm-exporter",
-        &[EndpointAddr {
-            ip: host.ns_ip().into(),
-            node: Some("gpu-node-1".into()),
-            pod: Some(live.into()),
-        }],
-        &[("gpu-metrics", 9400)],
+        &ExporterSpec {
+            service: "nvidia-dcgm-exporter",
+            labels: &[("app", "nvidia-dcgm-exporter")],
+            annotations: &[("prometheus.io/scrape", "true")],
+            port: ("gpu-metrics", 9400),
+            pod: live,
+            node: "gpu-node-1",
+            ip: host.ns_ip(),
+        },
     );
-    let chart = [("app.kubernetes.io/name", "dcgm-exporter")];
-    peer.create_service(&ns, "dcgm-dcgm-exporter", &chart, &[], &[("metrics", 9401)]);
     let dead = "dcgm-dcgm-exporter-n2";
-    peer.create_pod(&ns, dead, &chart, Some("gpu-node-2"), Some(host.ns_ip()));
-    peer.create_endpoints(
+    peer.create_exporter(
         &ns,
-        "dcgm-dcgm-exporter",
-        &[EndpointAddr {
-            ip: host.ns_ip().into(),
-            node: Some("gpu-node-2".into()),
-            pod: Some(dead.into()),
-        }],
-        &[("metrics", 9401)],
+        &ExporterSpec {
+            service: "dcgm-dcgm-exporter",
+            labels: &[("app.kubernetes.io/name", "dcgm-exporter")],
+            annotations: &[],
+            port: ("metrics", 9401),
+            pod: dead,
+            node: "gpu-node-2",
+            ip: host.ns_ip(),
+        },
     );
 
     let dir = tempfile::tempdir().unwrap();

@@ -45,6 +45,25 @@ pub struct EndpointAddr {
     pub pod: Option<String>,
 }
 
+/// One exporter for [`KubePeer::create_exporter`].
+#[derive(Debug, Clone, Copy)]
+pub struct ExporterSpec<'a> {
+    /// Service name (`nvidia-dcgm-exporter`, `<release>-dcgm-exporter`).
+    pub service: &'a str,
+    /// Labels of the Service and the Pod.
+    pub labels: &'a [(&'a str, &'a str)],
+    /// Annotations of the Service (`prometheus.io/scrape`, …).
+    pub annotations: &'a [(&'a str, &'a str)],
+    /// The port's name and number.
+    pub port: (&'a str, u16),
+    /// Pod name.
+    pub pod: &'a str,
+    /// Node name.
+    pub node: &'a str,
+    /// The pod's IP (a network-namespace test host's).
+    pub ip: &'a str,
+}
+
 /// The real kube-apiserver peer.
 #[derive(Debug, Clone)]
 pub struct KubePeer {
@@ -292,6 +311,31 @@ impl KubePeer {
             Some(ip) => self.set_pod_ip(ns, name, ip),
             None => pod,
         }
+    }
+
+    /// One exporter pod behind its Service, as the GPU Operator or the dcgm-exporter chart
+    /// make them: a Pod on `spec.node` whose `status.podIP` is `spec.ip`, the Service with the
+    /// labels, annotations and one named port, and its Endpoints naming the pod.
+    pub fn create_exporter(&self, ns: &str, spec: &ExporterSpec<'_>) {
+        let (port_name, port) = spec.port;
+        self.create_service(
+            ns,
+            spec.service,
+            spec.labels,
+            spec.annotations,
+            &[(port_name, port)],
+        );
+        self.create_pod(ns, spec.pod, spec.labels, Some(spec.node), Some(spec.ip));
+        self.create_endpoints(
+            ns,
+            spec.service,
+            &[EndpointAddr {
+                ip: spec.ip.to_string(),
+                node: Some(spec.node.to_string()),
+                pod: Some(spec.pod.to_string()),
+            }],
+            &[(port_name, port)],
+        );
     }
 
     /// Writes `status.podIP` (and phase Running, Ready) of an existing Pod.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use skydeck_testkit::kube::{
-    EndpointAddr, KubeContext, KubePeer, NetnsHost, dcgm_metrics_text, unique_name,
+    ExporterSpec, KubeContext, KubePeer, NetnsHost, dcgm_metrics_text, unique_name,
     write_kubeconfig,
 };
 
@@ -126,24 +126,17 @@ fn exporter(peer: &KubePeer, ns: &str, pod: &str, page: &str) -> (NetnsHost, tem
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("metrics"), page).unwrap();
     host.serve_dir(dir.path(), 9400);
-    let app = [("app", "nvidia-dcgm-exporter")];
-    peer.create_pod(ns, pod, &app, Some("gpu-node-1"), Some(host.ns_ip()));
-    peer.create_service(
+    peer.create_exporter(
         ns,
-        "nvidia-dcgm-exporter",
-        &app,
-        &[],
-        &[("gpu-metrics", 9400)],
-    );
-    peer.create_endpoints(
-        ns,
-        "nvidia-dcgm-exporter",
-        &[EndpointAddr {
-            ip: host.ns_ip().to_string(),
-            node: Some("gpu-node-1".into()),
-            pod: Some(pod.into()),
-        }],
-        &[("gpu-metrics", 9400)],
+        &ExporterSpec {
+            service: "nvidia-dcgm-exporter",
+            labels: &[("app", "nvidia-dcgm-exporter")],
+            annotations: &[],
+            port: ("gpu-metrics", 9400),
+            pod,
+            node: "gpu-node-1",
+            ip: host.ns_ip(),
+        },
     );
     (host, dir)
 }
