@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::db::{Db, DbError, ListQuery, NewNode, Node};
 use crate::node_config::{NodeConfig, Rules};
-use crate::reconciler::Observed;
+use crate::reconcile::Observed;
 use crate::status::NodeStatus;
+use crate::store::{ListQuery, NewNode, Node, Store, StoreError};
 use crate::token::{self, AdminKeys};
 
 /// Largest request body accepted.
@@ -45,7 +45,7 @@ pub struct AgentBinary {
 #[derive(Clone)]
 pub struct AppState {
     /// The database.
-    pub db: Db,
+    pub db: Store,
     /// Admin keys.
     pub admin_keys: Arc<AdminKeys>,
     /// Validation rules of this deployment.
@@ -97,8 +97,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<DbError> for ApiError {
-    fn from(e: DbError) -> Self {
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "database error");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -240,7 +240,9 @@ async fn launch(
         model_name: &spec.model,
         use_spot: spec.use_spot,
         disk_size: i64::from(spec.disk_size),
-        vllm_args: &spec.vllm_args,
+        engine: spec.engine,
+        image: spec.image.as_deref(),
+        engine_args: &spec.engine_args,
         agent_token_hash: &placeholder,
     };
     match s.db.insert(&new).await {
@@ -296,7 +298,7 @@ async fn terminate(
     })))
 }
 
-async fn find(db: &Db, cluster_name: &str) -> Result<Node, ApiError> {
+async fn find(db: &Store, cluster_name: &str) -> Result<Node, ApiError> {
     db.get(cluster_name).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -380,7 +382,7 @@ pub fn node_view(n: &Node) -> NodeView<'_> {
         model: &n.model_name,
         use_spot: n.use_spot,
         disk_size: n.disk_size,
-        vllm_args: &n.vllm_args,
+        vllm_args: &n.engine_args,
         launch_request_id: n.launch_request_id.as_deref(),
         teardown_request_id: n.down_request_id.as_deref(),
         hourly_price_usd: n.hourly_price,
@@ -571,7 +573,7 @@ async fn agent_register(
             "node_id does not match the node of this token",
         ));
     }
-    let node = s.db.heartbeat(&node.id).await?.unwrap_or(node);
+    let node = s.db.heartbeat(&node.id, None).await?.unwrap_or(node);
     tracing::info!(cluster = %node.cluster_name, vllm = body.vllm_version.as_deref().unwrap_or("?"), "node agent registered");
     agent_reply(&s, &node)
 }
@@ -583,7 +585,7 @@ async fn agent_heartbeat(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let node = agent_node(&s, &headers).await?;
     let Json(body) = body.map_err(json_rejection)?;
-    let node = s.db.heartbeat(&node.id).await?.unwrap_or(node);
+    let node = s.db.heartbeat(&node.id, None).await?.unwrap_or(node);
     if body.drained && node.status == NodeStatus::Draining {
         s.db.force_drain(&node.id).await?;
         s.wake.notify_one();
@@ -639,7 +641,7 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
         let o = s.observed.lock().unwrap();
         (o.unmanaged.len(), o.leader)
     };
-    let text = crate::metrics::render(&rows, unmanaged, leader, crate::db::now_ms());
+    let text = crate::metrics::render(&rows, unmanaged, leader, s.db.now_ms());
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -1,22 +1,25 @@
-//! skydeck's control plane: launches, watches and terminates vLLM inference nodes through
-//! SkyPilot's REST API.
+//! skydeck's control plane: launches, watches and terminates inference nodes (vLLM or
+//! llama.cpp) through SkyPilot's REST API.
+//!
+//! The folders follow the data flow: the admin and agent API ([`api`]) calls the node
+//! operations, which change the [`store`]; the [`reconcile`] loop compares the store with
+//! SkyPilot and drives each node through [`skydeck_contract::NodeStatus`].
 //!
 //! * [`node_config`] validates launch requests; [`offerings`] and [`vllm_args`] hold the rules.
 //! * [`task`] builds the SkyPilot task from typed structures (no shell templates).
-//! * [`db`] stores nodes in SQLite or PostgreSQL with conditional state changes.
-//! * [`reconciler`] drives each node through [`status::NodeStatus`] with SkyPilot, one replica
-//!   at a time under a lease.
-//! * [`api`] serves the admin API, the agent API, the agent binary, `/openapi.json` and
-//!   `/metrics` ([`metrics`]).
+//! * [`store`] keeps nodes in SQLite or PostgreSQL with conditional state changes.
+//! * [`reconcile`] drives each node with SkyPilot, one replica at a time under a lease.
+//! * [`clock`] is the time every room reads, simulated in tests.
 
 pub mod api;
-pub mod db;
+pub mod clock;
 pub mod metrics;
 pub mod node_config;
 pub mod offerings;
 pub mod openapi;
-pub mod reconciler;
+pub mod reconcile;
 pub mod status;
+pub mod store;
 pub mod task;
 pub mod token;
 pub mod vllm_args;

@@ -11,8 +11,8 @@ use jiff::Timestamp;
 use skydeck_core::exposition::{self, Format, Histogram};
 use skydeck_core::{Sample, catalog as c};
 
-use crate::db::MetricRow;
 use crate::status::NodeStatus;
+use crate::store::MetricRow;
 
 /// Bucket bounds of the launch duration (seconds): around the seed's targets of P50 45–60 s
 /// (warm), P95 3–5 min (cold), P99 8–10 min.

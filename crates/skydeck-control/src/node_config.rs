@@ -35,9 +35,15 @@ pub struct NodeConfig {
     /// Disk in GB; default 256.
     #[serde(default)]
     pub disk_size: Option<i64>,
-    /// Extra vLLM flags, from an allow-list.
+    /// The inference server: `vllm` (default) or `llamacpp`.
     #[serde(default)]
-    pub vllm_args: Option<String>,
+    pub engine: Option<skydeck_contract::Engine>,
+    /// A container image for the engine (`docker:…`), so the node skips installing it.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Extra engine flags, from the engine's allow-list (`vllm_args` in seed 003).
+    #[serde(default, alias = "vllm_args")]
+    pub engine_args: Option<String>,
 }
 
 /// A validated launch request.
@@ -59,8 +65,12 @@ pub struct NodeSpec {
     pub use_spot: bool,
     /// Disk in GB.
     pub disk_size: u32,
-    /// vLLM arguments, one per element.
-    pub vllm_args: Vec<String>,
+    /// The inference server.
+    pub engine: skydeck_contract::Engine,
+    /// The engine's container image (`docker:…`).
+    pub image: Option<String>,
+    /// The engine's arguments, one per element.
+    pub engine_args: Vec<String>,
 }
 
 /// A broken rule: which field, and what was expected.
@@ -244,9 +254,9 @@ impl NodeConfig {
                 ));
             }
         };
-        let vllm_args = match self.vllm_args.as_deref() {
+        let engine_args = match self.engine_args.as_deref() {
             None => Vec::new(),
-            Some(text) => vllm_args::parse(text).map_err(|rule| invalid("vllm_args", rule))?,
+            Some(text) => vllm_args::parse(text).map_err(|rule| invalid("engine_args", rule))?,
         };
         Ok(NodeSpec {
             node_id,
@@ -257,7 +267,9 @@ impl NodeConfig {
             model: model.to_string(),
             use_spot,
             disk_size,
-            vllm_args,
+            engine: self.engine.unwrap_or_default(),
+            image: self.image.clone(),
+            engine_args,
         })
     }
 }
@@ -292,7 +304,7 @@ mod tests {
             gpu: "a100:2".into(),
             model: "meta-llama/Llama-2-70b-chat-hf".into(),
             disk_size: Some(512),
-            vllm_args: Some("--tensor-parallel-size 2 --max-model-len 4096".into()),
+            engine_args: Some("--tensor-parallel-size 2 --max-model-len 4096".into()),
             ..NodeConfig::default()
         };
         let spec = adv.validate(&Rules::default()).unwrap();
@@ -395,10 +407,10 @@ mod tests {
             ),
             (
                 NodeConfig {
-                    vllm_args: Some("--port 1".into()),
+                    engine_args: Some("--port 1".into()),
                     ..seed_basic()
                 },
-                "vllm_args",
+                "engine_args",
             ),
         ];
         for (cfg, field) in cases {

@@ -142,7 +142,7 @@ impl<'a> Task<'a> {
             envs,
             secrets,
             setup: SETUP,
-            run: run_script(&spec.vllm_args),
+            run: run_script(&spec.engine_args),
         }
     }
 
@@ -218,7 +218,7 @@ mod tests {
             gpu: "A100:2".into(),
             model: "meta-llama/Llama-2-70b-chat-hf".into(),
             disk_size: Some(512),
-            vllm_args: Some("--tensor-parallel-size 2 --max-model-len 4096".into()),
+            engine_args: Some("--tensor-parallel-size 2 --max-model-len 4096".into()),
             ..NodeConfig::default()
         };
         let (spec, t) = render_cfg(&cfg).unwrap();
@@ -267,15 +267,15 @@ mod tests {
                 region,
                 gpu,
                 model: model.clone(),
-                vllm_args: args,
+                engine_args: args,
                 ..NodeConfig::default()
             };
             if let Some((spec, t)) = render_cfg(&cfg) {
                 prop_assert_eq!(&t.envs["SKYDECK_MODEL"], &spec.model);
                 prop_assert!(!t.run.contains(&spec.model) && !t.setup.contains(&spec.model));
                 prop_assert_eq!(t.setup.as_str(), SETUP);
-                prop_assert_eq!(t.run, run_script(&spec.vllm_args));
-                for a in &spec.vllm_args {
+                prop_assert_eq!(t.run, run_script(&spec.engine_args));
+                for a in &spec.engine_args {
                     prop_assert!(a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)), "{a}");
                 }
                 prop_assert!(spec.model.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)));

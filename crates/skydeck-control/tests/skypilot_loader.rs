@@ -77,7 +77,7 @@ fn spec(
         gpu: format!("{gpu}:{count}"),
         model: MODEL.into(),
         use_spot: Some(spot),
-        vllm_args: vllm_args.map(str::to_string),
+        engine_args: vllm_args.map(str::to_string),
         ..NodeConfig::default()
     };
     cfg.validate(&Rules::default())
@@ -101,7 +101,7 @@ fn entry(spec: &NodeSpec) -> Value {
         spec.gpu,
         spec.gpu_count,
         if spec.use_spot { "spot" } else { "on-demand" },
-        if spec.vllm_args.is_empty() {
+        if spec.engine_args.is_empty() {
             ""
         } else {
             "/vllm-args"
@@ -368,7 +368,7 @@ fn hostile_looking_model_stays_in_envs() {
         region: "us-central1".into(),
         gpu: "A100:2".into(),
         model: model.into(),
-        vllm_args: Some("--served-model-name rm-rf/curl.sh --max-model-len 4096".into()),
+        engine_args: Some("--served-model-name rm-rf/curl.sh --max-model-len 4096".into()),
         ..NodeConfig::default()
     };
     let spec = cfg.validate(&Rules::default()).expect("a valid request");

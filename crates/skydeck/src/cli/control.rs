@@ -10,9 +10,9 @@ use anyhow::Context as _;
 use clap::Args;
 use secrecy::ExposeSecret;
 use skydeck_control::api::{AgentBinary, AppState};
-use skydeck_control::db::Db;
 use skydeck_control::node_config::Rules;
-use skydeck_control::reconciler::{Observed, Reconciler, ReconcilerConfig};
+use skydeck_control::reconcile::{Observed, Reconciler, ReconcilerConfig};
+use skydeck_control::store::Store;
 use skydeck_control::token::AdminKeys;
 use skydeck_skypilot::target::{CredentialSource, Inputs, resolve, token};
 use skydeck_skypilot::{Client, ClientOptions};
@@ -154,7 +154,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
     let agent_sha = sha256_file(&agent_path)
         .with_context(|| format!("reading the agent binary {}", agent_path.display()))?;
 
-    let db = Db::connect(&args.database_url, args.db_connections)
+    let db = Store::connect(&args.database_url, args.db_connections)
         .await
         .context("opening the database (--database-url)")?;
     tracing::info!(kind = ?db.kind(), "database ready");

@@ -1,4 +1,4 @@
-//! The database: SQLite (a file, the default) or PostgreSQL, through sqlx's Any driver so both
+//! The store: the `nodes` and `leases` tables in SQLite (a file, the default) or PostgreSQL, through sqlx's Any driver so both
 //! run the same migrations and the same queries (`$1` placeholders, which SQLite accepts too).
 //!
 //! Every state change is one conditional `UPDATE … WHERE status = <expected>`: two replicas or
@@ -11,29 +11,33 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use crate::status::NodeStatus;
+use skydeck_contract::{Engine, Heartbeat};
+
+use crate::clock::SharedClock;
+use crate::status::{NodeStatus, timestamp_column};
 
 /// A database error, with what was being done.
 #[derive(Debug, thiserror::Error)]
 #[error("database: {action}: {source}")]
-pub struct DbError {
+pub struct StoreError {
     action: &'static str,
     #[source]
     source: sqlx::Error,
 }
 
-fn ctx(action: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
-    move |source| DbError { action, source }
+fn ctx(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError { action, source }
 }
 
 /// Result of database calls.
-pub type Result<T> = std::result::Result<T, DbError>;
+pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// The migrations, in order. Each runs once, inside a transaction, recorded in
 /// `skydeck_migrations`. Types are the ones both databases understand alike.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE nodes (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE nodes (
         id TEXT PRIMARY KEY,
         cluster_name TEXT NOT NULL UNIQUE,
         provider TEXT NOT NULL,
@@ -73,14 +77,31 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         holder TEXT NOT NULL,
         expires_at BIGINT NOT NULL
     );",
-)];
+    ),
+    (
+        2,
+        // The engine a node runs, the container image it may name, and the agent's latest
+        // heartbeat report (JSON of `skydeck_contract::Heartbeat`).
+        "ALTER TABLE nodes RENAME COLUMN vllm_args TO engine_args;
+    ALTER TABLE nodes ADD COLUMN engine TEXT NOT NULL DEFAULT 'vllm';
+    ALTER TABLE nodes ADD COLUMN image TEXT;
+    ALTER TABLE nodes ADD COLUMN heartbeat TEXT;",
+    ),
+];
 
 /// All columns of `nodes`, in [`Node::from_row`]'s order.
 const COLUMNS: &str = "id, cluster_name, provider, region, gpu_type, gpu_count, model_name, \
-    use_spot, disk_size, vllm_args, status, status_reason, created_at, updated_at, \
+    use_spot, disk_size, engine_args, status, status_reason, created_at, updated_at, \
     launch_intent_at, launch_request_id, launching_at, initializing_at, active_at, unhealthy_at, \
     draining_at, terminated_at, failed_at, drain_force, down_intent_at, down_request_id, \
-    hourly_price, last_heartbeat_at, attempts, next_attempt_at";
+    hourly_price, last_heartbeat_at, attempts, next_attempt_at, engine, image, heartbeat";
+
+/// [`COLUMNS`] without the heartbeat report (lists do not show it), same positions.
+const LIST_COLUMNS: &str = "id, cluster_name, provider, region, gpu_type, gpu_count, model_name, \
+    use_spot, disk_size, engine_args, status, status_reason, created_at, updated_at, \
+    launch_intent_at, launch_request_id, launching_at, initializing_at, active_at, unhealthy_at, \
+    draining_at, terminated_at, failed_at, drain_force, down_intent_at, down_request_id, \
+    hourly_price, last_heartbeat_at, attempts, next_attempt_at, engine, image, CAST(NULL AS TEXT)";
 
 /// One row of `nodes` (the agent token hash is never read back out).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -103,8 +124,8 @@ pub struct Node {
     pub use_spot: bool,
     /// Disk GB.
     pub disk_size: i64,
-    /// vLLM arguments.
-    pub vllm_args: Vec<String>,
+    /// The engine's extra arguments.
+    pub engine_args: Vec<String>,
     /// Lifecycle state.
     pub status: NodeStatus,
     /// Why it is in that state (SkyPilot's error for `failed`).
@@ -145,6 +166,12 @@ pub struct Node {
     pub attempts: i64,
     /// The reconciler leaves the node alone until then.
     pub next_attempt_at: i64,
+    /// The inference server.
+    pub engine: Engine,
+    /// The engine's container image (`docker:…`).
+    pub image: Option<String>,
+    /// The agent's latest heartbeat report (read by single-node reads only).
+    pub heartbeat: Option<Heartbeat>,
 }
 
 impl Node {
@@ -161,7 +188,7 @@ impl Node {
             model_name: r.try_get(6)?,
             use_spot: r.try_get::<i64, _>(7)? != 0,
             disk_size: r.try_get(8)?,
-            vllm_args: serde_json::from_str(&args).unwrap_or_default(),
+            engine_args: serde_json::from_str(&args).unwrap_or_default(),
             status: NodeStatus::parse(&status).ok_or_else(|| sqlx::Error::ColumnDecode {
                 index: "status".into(),
                 source: format!("unknown node status {status:?}").into(),
@@ -185,6 +212,19 @@ impl Node {
             last_heartbeat_at: r.try_get(27)?,
             attempts: r.try_get(28)?,
             next_attempt_at: r.try_get(29)?,
+            engine: {
+                let e: String = r.try_get(30)?;
+                Engine::parse(&e).ok_or_else(|| sqlx::Error::ColumnDecode {
+                    index: "engine".into(),
+                    source: format!("unknown engine {e:?}").into(),
+                })?
+            },
+            image: r.try_get(31)?,
+            heartbeat: r
+                .try_get::<Option<String>, _>(32)?
+                // A report that no longer parses (an older agent's) is shown as absent rather
+                // than failing every read of the node.
+                .and_then(|j| serde_json::from_str(&j).ok()),
         })
     }
 }
@@ -201,7 +241,9 @@ impl Node {
             model: self.model_name.clone(),
             use_spot: self.use_spot,
             disk_size: u32::try_from(self.disk_size).ok()?,
-            vllm_args: self.vllm_args.clone(),
+            engine: self.engine,
+            image: self.image.clone(),
+            engine_args: self.engine_args.clone(),
         })
     }
 }
@@ -227,8 +269,12 @@ pub struct NewNode<'a> {
     pub use_spot: bool,
     /// Disk.
     pub disk_size: i64,
-    /// vLLM args.
-    pub vllm_args: &'a [String],
+    /// The engine.
+    pub engine: Engine,
+    /// The engine's container image.
+    pub image: Option<&'a str>,
+    /// The engine's extra arguments.
+    pub engine_args: &'a [String],
     /// sha256 of the agent token (hex).
     pub agent_token_hash: &'a str,
 }
@@ -252,9 +298,10 @@ pub struct ListQuery {
 
 /// The database handle. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Db {
+pub struct Store {
     pool: AnyPool,
     kind: Kind,
+    clock: SharedClock,
 }
 
 /// Which database is behind the handle.
@@ -266,15 +313,19 @@ pub enum Kind {
     Postgres,
 }
 
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
-}
-
-impl Db {
+impl Store {
     /// Connects (creating a SQLite file if needed) and migrates. `url` is `sqlite://PATH`,
     /// a plain path, or `postgres://…`.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
+        Store::connect_with_clock(url, max_connections, crate::clock::system()).await
+    }
+
+    /// [`Store::connect`] with the clock every stored time is read from.
+    pub async fn connect_with_clock(
+        url: &str,
+        max_connections: u32,
+        clock: SharedClock,
+    ) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let (url, kind) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (url.to_string(), Kind::Postgres)
@@ -307,9 +358,19 @@ impl Db {
             .connect(&url)
             .await
             .map_err(ctx("connect"))?;
-        let db = Db { pool, kind };
+        let db = Store { pool, kind, clock };
         db.migrate().await?;
         Ok(db)
+    }
+
+    /// Now, by the store's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
     /// Which database this is.
@@ -332,7 +393,7 @@ impl Db {
                 "INSERT INTO skydeck_migrations (version, applied_at) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING",
             )
             .bind(version)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .execute(&mut *tx)
             .await
             .map_err(ctx("record a migration"))?
@@ -353,12 +414,14 @@ impl Db {
 
     /// Stores a new node in `requested`. Fails on a duplicate id or cluster name.
     pub async fn insert(&self, n: &NewNode<'_>) -> Result<Node> {
-        let now = now_ms();
-        let args = serde_json::to_string(n.vllm_args).expect("strings serialize");
+        let now = self.now_ms();
+        let args = serde_json::to_string(n.engine_args).expect("strings serialize");
         let sql = format!(
             "INSERT INTO nodes (id, cluster_name, provider, region, gpu_type, gpu_count, model_name, \
-             use_spot, disk_size, vllm_args, status, created_at, updated_at, agent_token_hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'requested', $11, $11, $12) RETURNING {COLUMNS}"
+             use_spot, disk_size, engine_args, status, created_at, updated_at, agent_token_hash, \
+             engine, image) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'requested', $11, $11, $12, $13, $14) \
+             RETURNING {COLUMNS}"
         );
         let row = sqlx::query(&sql)
             .bind(n.id)
@@ -373,6 +436,8 @@ impl Db {
             .bind(args)
             .bind(now)
             .bind(n.agent_token_hash)
+            .bind(n.engine.as_str())
+            .bind(n.image)
             .fetch_one(&self.pool)
             .await
             .map_err(ctx("insert a node"))?;
@@ -404,7 +469,7 @@ impl Db {
 
     /// One page of nodes, oldest first.
     pub async fn list(&self, q: &ListQuery) -> Result<Vec<Node>> {
-        let mut sql = format!("SELECT {COLUMNS} FROM nodes WHERE 1 = 1");
+        let mut sql = format!("SELECT {LIST_COLUMNS} FROM nodes WHERE 1 = 1");
         let mut binds: Vec<Bind> = Vec::new();
         if !q.status.is_empty() {
             sql.push_str(" AND status IN (");
@@ -456,7 +521,7 @@ impl Db {
     /// off. Active and unhealthy nodes are checked in bulk (heartbeats, drift), not one by one.
     pub async fn due(&self, now: i64, limit: i64) -> Result<Vec<Node>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM nodes \
+            "SELECT {LIST_COLUMNS} FROM nodes \
              WHERE status IN ('requested', 'launching', 'initializing', 'draining') \
              AND next_attempt_at <= $1 ORDER BY next_attempt_at, created_at LIMIT $2"
         );
@@ -471,8 +536,9 @@ impl Db {
 
     /// Every node that is not final (for drift checks and metrics).
     pub async fn live(&self) -> Result<Vec<Node>> {
-        let sql =
-            format!("SELECT {COLUMNS} FROM nodes WHERE status NOT IN ('terminated', 'failed')");
+        let sql = format!(
+            "SELECT {LIST_COLUMNS} FROM nodes WHERE status NOT IN ('terminated', 'failed')"
+        );
         let rows = sqlx::query(&sql)
             .fetch_all(&self.pool)
             .await
@@ -489,8 +555,8 @@ impl Db {
         to: NodeStatus,
         reason: Option<&str>,
     ) -> Result<bool> {
-        let now = now_ms();
-        let col = to.timestamp_column();
+        let now = self.now_ms();
+        let col = timestamp_column(to);
         let mut sql = format!(
             "UPDATE nodes SET status = $1, {col} = $2, status_reason = $3, updated_at = $2, \
              attempts = 0, next_attempt_at = 0 WHERE id = $4 AND status IN ("
@@ -527,7 +593,7 @@ impl Db {
         prev: Option<i64>,
         token_hash: &str,
     ) -> Result<bool> {
-        let now = now_ms();
+        let now = self.now_ms();
         let q = match prev {
             Some(prev) => sqlx::query(
                 "UPDATE nodes SET launch_intent_at = $1, updated_at = $1, agent_token_hash = $2 \
@@ -569,7 +635,7 @@ impl Db {
 
     /// Stores the launch's request id and moves a `requested` node to `launching`.
     pub async fn launch_submitted(&self, id: &str, request_id: &str) -> Result<bool> {
-        let now = now_ms();
+        let now = self.now_ms();
         let n = sqlx::query(
             // A terminate may have moved the node to draining while the launch was being
             // sent: the id is stored all the same, so the teardown waits for that launch.
@@ -591,7 +657,7 @@ impl Db {
 
     /// Marks that `/down` of `id` is about to be submitted. Only one caller wins.
     pub async fn claim_down(&self, id: &str) -> Result<bool> {
-        let now = now_ms();
+        let now = self.now_ms();
         let n = sqlx::query(
             "UPDATE nodes SET down_intent_at = $1, updated_at = $1 \
              WHERE id = $2 AND status = 'draining' AND down_intent_at IS NULL",
@@ -612,7 +678,7 @@ impl Db {
              WHERE id = $3 AND status = 'draining' AND down_request_id IS NULL",
         )
         .bind(request_id)
-        .bind(now_ms())
+        .bind(self.now_ms())
         .bind(id)
         .execute(&self.pool)
         .await
@@ -627,7 +693,7 @@ impl Db {
             "UPDATE nodes SET down_intent_at = NULL, down_request_id = NULL, updated_at = $1 \
              WHERE id = $2 AND status = 'draining'",
         )
-        .bind(now_ms())
+        .bind(self.now_ms())
         .bind(id)
         .execute(&self.pool)
         .await
@@ -638,7 +704,7 @@ impl Db {
     /// Asks for termination: any live state moves to `draining` (with `force`). Returns
     /// whether it moved.
     pub async fn request_terminate(&self, id: &str, force: bool) -> Result<bool> {
-        let now = now_ms();
+        let now = self.now_ms();
         let n = sqlx::query(
             "UPDATE nodes SET status = 'draining', draining_at = $1, updated_at = $1, \
              drain_force = $2, status_reason = $3, attempts = 0, next_attempt_at = 0 \
@@ -676,7 +742,7 @@ impl Db {
         sqlx::query(
             "UPDATE nodes SET attempts = attempts + 1, next_attempt_at = $1, status_reason = $2 WHERE id = $3",
         )
-        .bind(now_ms() + delay_ms)
+        .bind(self.now_ms() + delay_ms)
         .bind(reason)
         .bind(id)
         .execute(&self.pool)
@@ -698,10 +764,12 @@ impl Db {
 
     /// Records a heartbeat; an `unhealthy` node becomes `active` again, an `initializing` one
     /// `active` for the first time. Returns the node after the change.
-    pub async fn heartbeat(&self, id: &str) -> Result<Option<Node>> {
-        let now = now_ms();
+    pub async fn heartbeat(&self, id: &str, report: Option<&Heartbeat>) -> Result<Option<Node>> {
+        let now = self.now_ms();
+        let report = report.map(|r| serde_json::to_string(r).expect("a report serializes"));
         sqlx::query(
             "UPDATE nodes SET last_heartbeat_at = $1, updated_at = $1, \
+             heartbeat = COALESCE($3, heartbeat), \
              active_at = CASE WHEN status IN ('initializing', 'launching') THEN $1 ELSE active_at END, \
              status_reason = CASE WHEN status IN ('initializing', 'launching', 'unhealthy') THEN NULL ELSE status_reason END, \
              status = CASE WHEN status IN ('initializing', 'launching', 'unhealthy') THEN 'active' ELSE status END \
@@ -709,6 +777,7 @@ impl Db {
         )
         .bind(now)
         .bind(id)
+        .bind(report)
         .execute(&self.pool)
         .await
         .map_err(ctx("record a heartbeat"))?;
@@ -717,7 +786,7 @@ impl Db {
 
     /// Active nodes whose last heartbeat is older than `before` become `unhealthy`.
     pub async fn mark_silent_unhealthy(&self, before: i64) -> Result<u64> {
-        let now = now_ms();
+        let now = self.now_ms();
         let n = sqlx::query(
             "UPDATE nodes SET status = 'unhealthy', unhealthy_at = $1, updated_at = $1, \
              status_reason = 'no heartbeat for three intervals' \
@@ -746,7 +815,7 @@ impl Db {
     /// Takes or renews the lease `name` for `holder` for `ttl_ms`. Returns whether `holder`
     /// holds it now.
     pub async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
-        let now = now_ms();
+        let now = self.now_ms();
         let n = sqlx::query(
             "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
@@ -778,7 +847,8 @@ impl Db {
     pub async fn metric_rows(&self) -> Result<Vec<MetricRow>> {
         let rows = sqlx::query(
             "SELECT status, provider, gpu_type, launching_at, initializing_at, active_at, \
-             last_heartbeat_at, hourly_price, cluster_name FROM nodes",
+             last_heartbeat_at, hourly_price, cluster_name, engine, \
+             CASE WHEN status IN ('active', 'unhealthy', 'draining') THEN heartbeat END FROM nodes",
         )
         .fetch_all(&self.pool)
         .await
@@ -795,6 +865,10 @@ impl Db {
                     last_heartbeat_at: r.try_get(6)?,
                     hourly_price: r.try_get(7)?,
                     cluster_name: r.try_get(8)?,
+                    engine: r.try_get(9)?,
+                    heartbeat: r
+                        .try_get::<Option<String>, _>(10)?
+                        .and_then(|j| serde_json::from_str(&j).ok()),
                 })
             })
             .collect::<std::result::Result<_, sqlx::Error>>()
@@ -837,6 +911,10 @@ pub struct MetricRow {
     pub hourly_price: Option<f64>,
     /// Cluster name.
     pub cluster_name: String,
+    /// Engine name.
+    pub engine: String,
+    /// The latest heartbeat report of a node that is serving (active, unhealthy, draining).
+    pub heartbeat: Option<Heartbeat>,
 }
 
 fn decode_all(rows: &[AnyRow]) -> Result<Vec<Node>> {
@@ -851,7 +929,7 @@ enum Bind {
     Int(i64),
 }
 
-impl DbError {
+impl StoreError {
     /// Whether the error is a unique-constraint violation (a duplicate id or name).
     pub fn is_unique_violation(&self) -> bool {
         match &self.source {

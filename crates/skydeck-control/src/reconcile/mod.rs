@@ -20,8 +20,8 @@ use skydeck_skypilot::{Client, Error as SkyError};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::db::{Db, Node, now_ms};
 use crate::status::NodeStatus;
+use crate::store::{Node, Store};
 use crate::task::{TaskContext, render};
 use crate::token;
 
@@ -70,7 +70,7 @@ pub struct Observed {
 
 /// The reconciler of one replica.
 pub struct Reconciler {
-    db: Db,
+    db: Store,
     sky: Client,
     cfg: ReconcilerConfig,
     holder: String,
@@ -82,7 +82,7 @@ pub struct Reconciler {
 impl Reconciler {
     /// A reconciler identified by `holder` in the lease.
     pub fn new(
-        db: Db,
+        db: Store,
         sky: Client,
         cfg: ReconcilerConfig,
         holder: String,
@@ -137,7 +137,7 @@ impl Reconciler {
     }
 
     async fn tick(&mut self) {
-        let silent = now_ms() - 3 * self.cfg.heartbeat_interval.as_millis() as i64;
+        let silent = self.db.now_ms() - 3 * self.cfg.heartbeat_interval.as_millis() as i64;
         match self.db.mark_silent_unhealthy(silent).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(nodes = n, "nodes without heartbeats marked unhealthy"),
@@ -152,7 +152,7 @@ impl Reconciler {
                 tracing::warn!(error = %e, "cannot compare the table with SkyPilot's /status");
             }
         }
-        let due = match self.db.due(now_ms(), 1000).await {
+        let due = match self.db.due(self.db.now_ms(), 1000).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read due nodes");
@@ -243,7 +243,7 @@ impl Reconciler {
             tracing::warn!(cluster = %name, "SkyPilot has a cluster with skydeck's prefix that the table does not; not adopting it");
         }
         obs.unmanaged = unmanaged;
-        obs.last_drift_check = Some(now_ms());
+        obs.last_drift_check = Some(self.db.now_ms());
         Ok(())
     }
 
@@ -294,14 +294,14 @@ impl Reconciler {
 pub enum StepError {
     /// The database.
     #[error(transparent)]
-    Db(#[from] crate::db::DbError),
+    Store(#[from] crate::store::StoreError),
     /// SkyPilot.
     #[error(transparent)]
     Sky(#[from] SkyError),
 }
 
 struct Step {
-    db: Db,
+    db: Store,
     sky: Client,
     cfg: ReconcilerConfig,
 }
@@ -340,7 +340,7 @@ impl Step {
 
     async fn later(&self, node: &Node, after: Duration) -> Result<(), StepError> {
         self.db
-            .wait_until(&node.id, now_ms() + after.as_millis() as i64)
+            .wait_until(&node.id, self.db.now_ms() + after.as_millis() as i64)
             .await?;
         Ok(())
     }
@@ -355,7 +355,7 @@ impl Step {
                 self.db.launch_submitted(&node.id, &r.request_id).await?;
                 return Ok(());
             }
-            let age = now_ms() - node.launch_intent_at.unwrap_or(0);
+            let age = self.db.now_ms() - node.launch_intent_at.unwrap_or(0);
             if age < self.cfg.abandoned_after.as_millis() as i64 {
                 // The claimer may still be sending it; look again once it would have timed out.
                 return self.later(node, self.cfg.abandoned_after / 4).await;
@@ -465,7 +465,7 @@ impl Step {
 
     async fn initializing(&self, node: &Node) -> Result<(), StepError> {
         let since = node.initializing_at.unwrap_or(node.updated_at);
-        if now_ms() - since > self.cfg.register_timeout.as_millis() as i64 {
+        if self.db.now_ms() - since > self.cfg.register_timeout.as_millis() as i64 {
             let reason = format!(
                 "the node agent did not register within {} s of the cluster coming up",
                 self.cfg.register_timeout.as_secs()
@@ -496,7 +496,7 @@ impl Step {
                 let requests = self.sky.requests_for_cluster(&node.cluster_name).await?;
                 if requests.iter().any(|r| r.name == "sky.launch") {
                     false
-                } else if now_ms() - intent >= self.cfg.abandoned_after.as_millis() as i64 {
+                } else if self.db.now_ms() - intent >= self.cfg.abandoned_after.as_millis() as i64 {
                     true
                 } else {
                     return self.later(node, self.cfg.abandoned_after / 4).await;
@@ -518,7 +518,7 @@ impl Step {
                 self.db.down_submitted(&node.id, &r.request_id).await?;
                 return Ok(());
             }
-            if now_ms() - intent < self.cfg.abandoned_after.as_millis() as i64 {
+            if self.db.now_ms() - intent < self.cfg.abandoned_after.as_millis() as i64 {
                 return self.later(node, self.cfg.abandoned_after / 4).await;
             }
             self.db.reset_down(&node.id).await?;
@@ -527,7 +527,7 @@ impl Step {
         let graceful_until =
             node.draining_at.unwrap_or(node.updated_at) + self.cfg.drain_timeout.as_millis() as i64;
         let agent_alive = node.active_at.is_some();
-        if !node.drain_force && agent_alive && now_ms() < graceful_until {
+        if !node.drain_force && agent_alive && self.db.now_ms() < graceful_until {
             // The agent learns of the drain from its heartbeat reply and reports `drained`
             // when in-flight requests are done (which sets drain_force).
             return self.later(node, self.cfg.poll_interval).await;
