@@ -27,6 +27,8 @@ pub enum Error {
         path: &'static str,
         /// The transport error, flattened to text (reqwest errors may embed the URL).
         reason: String,
+        /// Whether the request can have reached the server.
+        kind: UnreachableKind,
     },
     /// The call did not finish within its deadline.
     #[error("SkyPilot API server at {endpoint} did not finish {path} within {after:?}")]
@@ -119,7 +121,74 @@ pub enum Error {
     },
 }
 
+/// How far a call got before the transport failed: what decides whether the server may have
+/// acted on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnreachableKind {
+    /// No connection was made (refused, no route, DNS, TLS handshake): nothing was sent.
+    Connect,
+    /// The connection broke after the request may have been sent (reset, closed mid-body):
+    /// the server may have acted on it.
+    Broken,
+}
+
+/// SkyPilot's exception class for an operation on a cluster its table does not hold
+/// (`sky.exceptions.ClusterDoesNotExist`, raised by `down`, `stop`, `start`, `autostop`, …).
+pub const CLUSTER_DOES_NOT_EXIST: &str = "ClusterDoesNotExist";
+
+/// The class SkyPilot raised for a missing cluster before `ClusterDoesNotExist` (which still
+/// subclasses it "for compatibility reasons", `sky/exceptions.py`).
+const LEGACY_CLUSTER_MISSING: &str = "ValueError";
+
 impl Error {
+    /// True when a finished request failed because SkyPilot has no such cluster: a
+    /// `ClusterDoesNotExist` (message `Cluster 'x' does not exist.`), or the `ValueError` with
+    /// that message older servers raised. For a teardown this means "already gone".
+    pub fn is_cluster_missing(&self) -> bool {
+        match self {
+            Error::RequestFailed {
+                error_type,
+                message,
+                ..
+            } => {
+                error_type == CLUSTER_DOES_NOT_EXIST
+                    || (error_type == LEGACY_CLUSTER_MISSING
+                        && message.starts_with("Cluster ")
+                        && message.contains("does not exist"))
+            }
+            _ => false,
+        }
+    }
+
+    /// True when the server certainly created no request for this call, so a submit that
+    /// returned it left nothing to adopt later: the server answered with an error status
+    /// (including 401/403 and a version mismatch, but not a gateway's 502/504) before queueing
+    /// anything, the client could not be built, or no connection was made. A timeout, a connection broken mid-call or an
+    /// answer without a request id is an unknown outcome: the request may exist.
+    pub fn is_definite_rejection(&self) -> bool {
+        match self {
+            // A gateway's 502/504 may come after it passed the request on to the server.
+            Error::Status { status, .. } => {
+                *status != StatusCode::BAD_GATEWAY && *status != StatusCode::GATEWAY_TIMEOUT
+            }
+            Error::Config { .. } | Error::Unauthorized { .. } | Error::VersionMismatch { .. } => {
+                true
+            }
+            Error::Unreachable { kind, .. } => *kind == UnreachableKind::Connect,
+            Error::Timeout { .. }
+            | Error::RequestFailed { .. }
+            | Error::Cancelled { .. }
+            | Error::NoRequestId { .. }
+            | Error::TooLarge { .. }
+            | Error::Decode { .. } => false,
+        }
+    }
+
+    /// True when the request was cancelled on the server.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Error::Cancelled { .. })
+    }
+
     /// True for errors worth retrying with backoff (transport, timeouts, 408, 429, 503, 5xx).
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -20,7 +20,7 @@ pub mod target;
 mod unescape;
 
 pub use client::{Client, ClientOptions};
-pub use error::{Error, Result};
+pub use error::{CLUSTER_DOES_NOT_EXIST, Error, Result, UnreachableKind};
 pub use target::{Credential, CredentialSource, Endpoint, EndpointSource, Target};
 
 /// The SkyPilot API version this client speaks (`sky/server/constants.py` of skypilot 0.14.1).

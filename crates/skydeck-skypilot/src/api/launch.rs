@@ -3,6 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{RequestName, RequestStatus};
+
+/// Path of the launch endpoint (request [`RequestName::Launch`]).
+pub const LAUNCH_PATH: &str = "/launch";
+
 /// Body of `POST /launch` (`LaunchBody`). The result is a long request: follow it with
 /// [`crate::Client::request_status`], fetch its outcome with [`crate::Client::finished`].
 #[derive(Debug, Clone, Serialize)]
@@ -33,9 +38,9 @@ pub struct RequestSummary {
     /// Full request id.
     pub request_id: String,
     /// `sky.launch`, `sky.down`, …
-    pub name: String,
-    /// `PENDING`, `WAITING`, `RUNNING`, `SUCCEEDED`, `FAILED` or `CANCELLED`.
-    pub status: String,
+    pub name: RequestName,
+    /// Where the request is in its life.
+    pub status: RequestStatus,
     /// The cluster the request operates on.
     #[serde(default)]
     pub cluster_name: Option<String>,
@@ -53,7 +58,7 @@ pub struct RequestSummary {
 impl RequestSummary {
     /// Whether the request has finished one way or another.
     pub fn is_finished(&self) -> bool {
-        matches!(self.status.as_str(), "SUCCEEDED" | "FAILED" | "CANCELLED")
+        self.status.is_finished()
     }
 }
 

@@ -16,9 +16,9 @@ mod stop;
 pub use cost::{CostRecord, CostReportQuery};
 pub use health::Health;
 pub use jobs::{JobsQueue, JobsQueueQuery, ManagedJobRecord, ManagedJobStatus};
-pub use launch::{DownBody, LaunchBody, LaunchResult, RequestSummary};
+pub use launch::{DownBody, LAUNCH_PATH, LaunchBody, LaunchResult, RequestSummary};
 pub use queue::{ClusterJob, ClusterJobStatus, ClusterQueueQuery};
-pub use request::{RequestError, RequestPayload};
+pub use request::{REQUEST_NAME_PREFIX, RequestError, RequestName, RequestPayload, RequestStatus};
 pub use status::{ClusterRecord, ClusterStatus, StatusQuery};
 pub use stop::{
     AUTOSTOP_PATH, AUTOSTOP_REQUEST_NAME, AutostopBody, AutostopWaitFor, DOWN_PATH,

@@ -8,12 +8,13 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::api::RequestStatus;
 use crate::api::{
     AUTOSTOP_PATH, AutostopBody, ClusterJob, ClusterQueueQuery, CostRecord, CostReportQuery,
-    DOWN_PATH, DownBody, Health, JobsQueue, JobsQueueQuery, LaunchBody, LaunchResult, RequestError,
-    RequestPayload, RequestSummary, STOP_PATH, StatusQuery, StopBody,
+    DOWN_PATH, DownBody, Health, JobsQueue, JobsQueueQuery, LAUNCH_PATH, LaunchBody, LaunchResult,
+    RequestError, RequestPayload, RequestSummary, STOP_PATH, StatusQuery, StopBody,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, UnreachableKind};
 use crate::target::Target;
 
 /// Limits of every call.
@@ -202,7 +203,8 @@ impl Client {
     /// Submits `POST /launch` and returns the request id at once (the launch takes minutes;
     /// follow it with [`Client::request_status`]).
     pub async fn submit_launch(&self, body: &LaunchBody<'_>) -> Result<String> {
-        self.bounded("/launch", self.submit("/launch", body)).await
+        self.bounded(LAUNCH_PATH, self.submit(LAUNCH_PATH, body))
+            .await
     }
 
     /// Submits `POST /down` and returns the request id.
@@ -259,7 +261,7 @@ impl Client {
     /// The outcome of a finished launch: its result, or the request's failure
     /// ([`Error::RequestFailed`] with SkyPilot's exception type and message).
     pub async fn launch_result(&self, request_id: &str) -> Result<LaunchResult> {
-        self.finished("/launch", request_id).await
+        self.finished(LAUNCH_PATH, request_id).await
     }
 
     /// The outcome of a finished `/down` (`null` on success).
@@ -368,6 +370,13 @@ impl Client {
                 after: self.opts.call_timeout,
             };
         }
+        // A connect error (refused, DNS, TLS handshake) means no request left this client;
+        // anything later may have reached the server.
+        let kind = if e.is_connect() {
+            UnreachableKind::Connect
+        } else {
+            UnreachableKind::Broken
+        };
         // reqwest's Display includes the URL; ours has no user info, but print the chain of
         // causes without it to keep messages short.
         let mut reason = String::new();
@@ -386,6 +395,7 @@ impl Client {
             endpoint: self.endpoint(),
             path,
             reason,
+            kind,
         }
     }
 
@@ -440,9 +450,9 @@ impl Client {
 /// `return_value` (JSON text inside a JSON string) straight from the escaped bytes.
 fn decode_return_value<T: DeserializeOwned>(body: &[u8], path: &'static str) -> Result<T> {
     let payload: RequestPayload<'_> = decode(body, path)?;
-    match payload.status.as_str() {
-        "SUCCEEDED" => {}
-        "CANCELLED" => {
+    match payload.status {
+        RequestStatus::Succeeded => {}
+        RequestStatus::Cancelled => {
             return Err(Error::Cancelled {
                 path,
                 request_id: payload.request_id,
@@ -564,6 +574,9 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod classify_tests;
 
 #[cfg(test)]
 mod tests {
