@@ -21,6 +21,8 @@ mod unescape;
 
 pub use client::{Client, ClientOptions};
 pub use error::{CLUSTER_DOES_NOT_EXIST, Error, Result, UnreachableKind};
+/// The HTTP status type [`Error::Status`] and [`Error::Unauthorized`] carry.
+pub use reqwest::StatusCode;
 pub use target::{Credential, CredentialSource, Endpoint, EndpointSource, Target};
 
 /// The SkyPilot API version this client speaks (`sky/server/constants.py` of skypilot 0.14.1).
