@@ -77,8 +77,9 @@ pub enum Fault {
     Timeout,
 }
 
+/// How a finished request ended, as `/api/get` reports it.
 #[derive(Debug, Clone)]
-enum Result_ {
+enum Ended {
     Ok,
     Failed(String, String),
     Cancelled,
@@ -92,7 +93,7 @@ struct Request {
     status: RequestStatus,
     created_at: f64,
     finished_at: Option<f64>,
-    result: Result_,
+    result: Ended,
     lost: bool,
 }
 
@@ -275,7 +276,7 @@ impl FakeSky {
             status: RequestStatus::Pending,
             created_at: now,
             finished_at: None,
-            result: Result_::Ok,
+            result: Ended::Ok,
             lost: false,
         });
         st.requests.len() - 1
@@ -299,14 +300,14 @@ impl FakeSky {
             });
         }
         match &r.result {
-            Result_::Ok => Ok(()),
-            Result_::Failed(error_type, message) => Err(Error::RequestFailed {
+            Ended::Ok => Ok(()),
+            Ended::Failed(error_type, message) => Err(Error::RequestFailed {
                 path,
                 request_id: r.id.clone(),
                 error_type: error_type.clone(),
                 message: message.clone(),
             }),
-            Result_::Cancelled => Err(Error::Cancelled {
+            Ended::Cancelled => Err(Error::Cancelled {
                 path,
                 request_id: r.id.clone(),
             }),
@@ -318,7 +319,7 @@ impl FakeSky {
     }
 }
 
-fn finish(r: &mut Request, status: RequestStatus, result: Result_, now: f64) {
+fn finish(r: &mut Request, status: RequestStatus, result: Ended, now: f64) {
     r.status = status;
     r.result = result;
     r.finished_at = Some(now);
@@ -331,7 +332,7 @@ fn apply_launch(st: &mut State, i: usize, cluster: &str, outcome: LaunchOutcome,
             finish(
                 &mut st.requests[i],
                 RequestStatus::Succeeded,
-                Result_::Ok,
+                Ended::Ok,
                 now,
             );
         }
@@ -344,7 +345,7 @@ fn apply_launch(st: &mut State, i: usize, cluster: &str, outcome: LaunchOutcome,
             finish(
                 &mut st.requests[i],
                 RequestStatus::Failed,
-                Result_::Failed(error_type, message),
+                Ended::Failed(error_type, message),
                 now,
             );
         }
@@ -353,7 +354,7 @@ fn apply_launch(st: &mut State, i: usize, cluster: &str, outcome: LaunchOutcome,
             finish(
                 &mut st.requests[i],
                 RequestStatus::Cancelled,
-                Result_::Cancelled,
+                Ended::Cancelled,
                 now,
             );
         }
@@ -371,7 +372,7 @@ fn apply_down(st: &mut State, i: usize, cluster: &str, outcome: DownOutcome, now
                 finish(
                     &mut st.requests[i],
                     RequestStatus::Succeeded,
-                    Result_::Ok,
+                    Ended::Ok,
                     now,
                 );
             } else {
@@ -379,7 +380,7 @@ fn apply_down(st: &mut State, i: usize, cluster: &str, outcome: DownOutcome, now
                 finish(
                     &mut st.requests[i],
                     RequestStatus::Failed,
-                    Result_::Failed(
+                    Ended::Failed(
                         CLUSTER_DOES_NOT_EXIST.into(),
                         format!("Cluster '{cluster}' does not exist."),
                     ),
@@ -393,7 +394,7 @@ fn apply_down(st: &mut State, i: usize, cluster: &str, outcome: DownOutcome, now
         } => finish(
             &mut st.requests[i],
             RequestStatus::Failed,
-            Result_::Failed(error_type, message),
+            Ended::Failed(error_type, message),
             now,
         ),
         DownOutcome::Hang => st.requests[i].status = RequestStatus::Running,

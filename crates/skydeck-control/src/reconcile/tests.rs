@@ -1,5 +1,7 @@
 //! The reconciler's decisions, one tick at a time, against the in-process SkyPilot fake on a
-//! SQLite temp-file store whose clock only moves when a test moves it.
+//! SQLite temp-file store whose clock only moves when a test moves it. The scenarios that lean
+//! on the store's conditional updates (claims, leases, teardown resets) run on PostgreSQL too,
+//! in a database of their own, when `SKYDECK_TEST_DATABASE_URL` names a server (CI sets it).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,20 +36,73 @@ fn cfg() -> ReconcilerConfig {
     }
 }
 
+/// Where a world's table lives; a PostgreSQL database is dropped with it.
+enum Backing {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { admin: String, name: String },
+}
+
+impl Drop for Backing {
+    fn drop(&mut self) {
+        if let Backing::Postgres { admin, name } = self {
+            let (admin, name) = (admin.clone(), name.clone());
+            // Drop runs inside the test's runtime, which cannot be blocked on: use a thread
+            // with a runtime of its own.
+            let _ = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(async move {
+                        use sqlx::Connection;
+                        if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                            let _ = sqlx::query(&sql).execute(&mut c).await;
+                        }
+                    })
+            })
+            .join();
+        }
+    }
+}
+
 /// A store, a fake SkyPilot and a clock they share.
 struct World {
     clock: Arc<SimClock>,
     db: Store,
     sky: FakeSky,
-    _dir: tempfile::TempDir,
+    _backing: Backing,
 }
 
 impl World {
+    /// A world on a SQLite file in a temporary directory.
     async fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
-        let clock = SimClock::new(START_MS);
         let url = format!("sqlite://{}", dir.path().join("control.db").display());
-        let db = Store::connect_with_clock(&url, 4, clock.clone())
+        World::on(&url, Backing::Sqlite(dir)).await
+    }
+
+    /// A world on a fresh database of the PostgreSQL server `SKYDECK_TEST_DATABASE_URL`
+    /// names; `None` when it is unset.
+    async fn postgres() -> Option<World> {
+        use sqlx::Connection;
+        let admin = std::env::var("SKYDECK_TEST_DATABASE_URL").ok()?;
+        let name = format!("skydeck_r_{}", uuid::Uuid::new_v4().simple());
+        let mut c = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to SKYDECK_TEST_DATABASE_URL: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await
+            .expect("create a test database");
+        let base = admin.rsplit_once('/').expect("a URL with a database").0;
+        let url = format!("{base}/{name}");
+        Some(World::on(&url, Backing::Postgres { admin, name }).await)
+    }
+
+    async fn on(url: &str, backing: Backing) -> World {
+        let clock = SimClock::new(START_MS);
+        let db = Store::connect_with_clock(url, 4, clock.clone())
             .await
             .unwrap();
         let sky = FakeSky::new(clock.clone());
@@ -55,7 +110,7 @@ impl World {
             clock,
             db,
             sky,
-            _dir: dir,
+            _backing: backing,
         }
     }
 
@@ -140,9 +195,7 @@ fn launch_of(cluster: &str) -> LaunchBody<'_> {
 
 // ---- Launch, exactly once -------------------------------------------------------------
 
-#[tokio::test]
-async fn a_requested_node_is_claimed_then_launched_once() {
-    let w = World::new().await;
+async fn a_requested_node_is_claimed_then_launched_once(w: World) {
     let (mut r, _) = w.reconciler("a");
     w.node("skydeck-one").await;
     assert!(r.tick().await);
@@ -160,9 +213,7 @@ async fn a_requested_node_is_claimed_then_launched_once() {
     assert_eq!(n.launch_request_id.as_deref(), Some(id.as_str()));
 }
 
-#[tokio::test]
-async fn a_crash_between_claim_and_storing_the_id_adopts_skypilots_launch() {
-    let w = World::new().await;
+async fn a_crash_between_claim_and_storing_the_id_adopts_skypilots_launch(w: World) {
     let n = w.node("skydeck-crash").await;
     // Replica A claims and submits, then dies before storing the request id.
     assert!(
@@ -185,9 +236,7 @@ async fn a_crash_between_claim_and_storing_the_id_adopts_skypilots_launch() {
     assert_eq!(w.sky.launches().len(), 1, "no second launch");
 }
 
-#[tokio::test]
-async fn a_claim_abandoned_before_the_submit_is_relaunched_after_abandoned_after() {
-    let w = World::new().await;
+async fn a_claim_abandoned_before_the_submit_is_relaunched_after_abandoned_after(w: World) {
     let n = w.node("skydeck-abandon").await;
     // Replica A claims and dies before sending anything.
     assert!(
@@ -237,9 +286,7 @@ async fn a_definite_rejection_releases_the_claim() {
     }
 }
 
-#[tokio::test]
-async fn an_unknown_outcome_keeps_the_claim_and_adopts_what_skypilot_created() {
-    let w = World::new().await;
+async fn an_unknown_outcome_keeps_the_claim_and_adopts_what_skypilot_created(w: World) {
     let (mut r, _) = w.reconciler("a");
     w.node("skydeck-lost-reply").await;
     // The server created the request; the reply never arrived.
@@ -272,13 +319,7 @@ async fn a_timed_out_submit_that_created_nothing_is_relaunched_only_once_abandon
     assert_eq!(w.sky.launches(), ["skydeck-timeout"]);
 }
 
-#[tokio::test]
-async fn failures_back_off_exponentially_up_to_a_minute() {
-    assert_eq!(
-        (0..9).map(backoff_ms).collect::<Vec<_>>(),
-        [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]
-    );
-    let w = World::new().await;
+async fn failures_back_off_exponentially_up_to_a_minute(w: World) {
     let (mut r, _) = w.reconciler("a");
     w.node("skydeck-backoff").await;
     for _ in 0..4 {
@@ -391,9 +432,7 @@ async fn a_hanging_launch_is_polled_until_it_settles() {
 
 // ---- Drain and teardown ----------------------------------------------------------------
 
-#[tokio::test]
-async fn a_drain_waits_for_the_agents_drained_report() {
-    let w = World::new().await;
+async fn a_drain_waits_for_the_agents_drained_report(w: World) {
     let (mut r, _) = w.reconciler("a");
     let n = w.active(&mut r, "skydeck-drain").await;
     assert!(w.db.request_terminate(&n.id, false).await.unwrap());
@@ -488,9 +527,7 @@ async fn a_failed_teardown_is_retried() {
     );
 }
 
-#[tokio::test]
-async fn a_teardown_skypilot_lost_is_sent_again() {
-    let w = World::new().await;
+async fn a_teardown_skypilot_lost_is_sent_again(w: World) {
     let (mut r, _) = w.reconciler("a");
     let n = w.active(&mut r, "skydeck-lostdown").await;
     w.sky.push_down(DownOutcome::Lose);
@@ -549,9 +586,7 @@ async fn a_refused_teardown_is_reset_and_retried() {
     assert_eq!(w.sky.downs().len(), 1);
 }
 
-#[tokio::test]
-async fn a_terminate_during_a_running_launch_waits_for_it_to_settle() {
-    let w = World::new().await;
+async fn a_terminate_during_a_running_launch_waits_for_it_to_settle(w: World) {
     let (mut r, _) = w.reconciler("a");
     let n = w.node("skydeck-midlaunch").await;
     w.sky.push_launch(LaunchOutcome::Hang);
@@ -590,9 +625,7 @@ async fn a_terminate_before_the_launch_ends_the_node_without_skypilot() {
 
 // ---- Drift -----------------------------------------------------------------------------
 
-#[tokio::test]
-async fn a_vanished_cluster_terminates_its_node() {
-    let w = World::new().await;
+async fn a_vanished_cluster_terminates_its_node(w: World) {
     let (mut r, _) = w.reconciler("a");
     w.active(&mut r, "skydeck-preempted").await;
     w.sky.remove_cluster("skydeck-preempted");
@@ -661,9 +694,7 @@ async fn a_status_failure_changes_nothing() {
     assert_eq!(observed.lock().unwrap().last_drift_check, before);
 }
 
-#[tokio::test]
-async fn silent_nodes_become_unhealthy() {
-    let w = World::new().await;
+async fn silent_nodes_become_unhealthy(w: World) {
     let (mut r, _) = w.reconciler("a");
     let n = w.active(&mut r, "skydeck-quiet").await;
     let three = cfg().heartbeat_interval * 3;
@@ -679,9 +710,7 @@ async fn silent_nodes_become_unhealthy() {
     );
 }
 
-#[tokio::test]
-async fn prices_come_from_the_cost_report() {
-    let w = World::new().await;
+async fn prices_come_from_the_cost_report(w: World) {
     let (mut r, _) = w.reconciler("a");
     w.active(&mut r, "skydeck-priced").await;
     w.active(&mut r, "skydeck-young").await;
@@ -695,9 +724,7 @@ async fn prices_come_from_the_cost_report() {
 
 // ---- Replicas and the lease ------------------------------------------------------------
 
-#[tokio::test]
-async fn only_the_lease_holder_reconciles_and_a_lapsed_lease_is_taken_over() {
-    let w = World::new().await;
+async fn only_the_lease_holder_reconciles_and_a_lapsed_lease_is_taken_over(w: World) {
     let (mut a, obs_a) = w.reconciler("a");
     let (mut b, obs_b) = w.reconciler("b");
     assert!(a.tick().await);
@@ -763,3 +790,47 @@ async fn the_fake_speaks_skypilots_request_vocabulary() {
     assert_eq!(row.created_at, Some(START_MS as f64 / 1000.0));
     assert_eq!(w.sky.clusters()["skydeck-v"], ClusterStatus::Init);
 }
+
+// ---- The scenarios above, on each database -----------------------------------------------
+
+/// A `#[tokio::test]` per database for each scenario: `sqlite` always, `postgres` when
+/// `SKYDECK_TEST_DATABASE_URL` is set (skipped, and said so, when it is not).
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::World::new().await).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(w) = super::World::postgres().await else {
+                        eprintln!("skipped: SKYDECK_TEST_DATABASE_URL is not set");
+                        return;
+                    };
+                    super::$name(w).await
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    a_requested_node_is_claimed_then_launched_once,
+    a_crash_between_claim_and_storing_the_id_adopts_skypilots_launch,
+    a_claim_abandoned_before_the_submit_is_relaunched_after_abandoned_after,
+    an_unknown_outcome_keeps_the_claim_and_adopts_what_skypilot_created,
+    a_drain_waits_for_the_agents_drained_report,
+    a_terminate_during_a_running_launch_waits_for_it_to_settle,
+    a_vanished_cluster_terminates_its_node,
+    silent_nodes_become_unhealthy,
+    only_the_lease_holder_reconciles_and_a_lapsed_lease_is_taken_over,
+    prices_come_from_the_cost_report,
+    a_teardown_skypilot_lost_is_sent_again,
+    failures_back_off_exponentially_up_to_a_minute,
+);
