@@ -210,6 +210,31 @@ impl FakeSky {
         apply_down(&mut st, i, &cluster, outcome, now);
     }
 
+    /// Adds a request record as another client (or a newer server) would leave it; returns its
+    /// id. Its result, once finished, is a success.
+    pub fn add_request(&self, name: RequestName, cluster: &str, status: RequestStatus) -> String {
+        let now = self.now_s();
+        let mut st = self.state.lock().unwrap();
+        let i = Self::new_request(&mut st, name, cluster, now);
+        let r = &mut st.requests[i];
+        if status.is_finished() {
+            r.finished_at = Some(now);
+        }
+        r.status = status;
+        r.id.clone()
+    }
+
+    /// Sets the status of a request the server holds, leaving its result as it is.
+    pub fn set_request_status(&self, request_id: &str, status: RequestStatus) {
+        let mut st = self.state.lock().unwrap();
+        let r = st
+            .requests
+            .iter_mut()
+            .find(|r| r.id == request_id)
+            .unwrap_or_else(|| panic!("no request {request_id}"));
+        r.status = status;
+    }
+
     /// Every request the server created (lost ones included), oldest first.
     pub fn requests(&self) -> Vec<RequestSummary> {
         let st = self.state.lock().unwrap();

@@ -305,6 +305,52 @@ async fn an_unknown_outcome_keeps_the_claim_and_adopts_what_skypilot_created(w: 
 }
 
 #[tokio::test]
+async fn only_a_launch_record_is_adopted() {
+    let w = World::new().await;
+    let n = w.node("skydeck-other-records").await;
+    assert!(
+        w.db.claim_launch(&n.id, None, &"1".repeat(64))
+            .await
+            .unwrap()
+    );
+    // Other requests on the cluster (a status refresh, a teardown) are not its launch.
+    w.sky.add_request(
+        RequestName::Status,
+        "skydeck-other-records",
+        RequestStatus::Succeeded,
+    );
+    w.sky.add_request(
+        RequestName::Down,
+        "skydeck-other-records",
+        RequestStatus::Failed,
+    );
+    let (mut r, _) = w.reconciler("a");
+    assert!(r.tick().await);
+    let got = w.get("skydeck-other-records").await;
+    assert_eq!(got.status, NodeStatus::Requested);
+    assert_eq!(got.launch_request_id, None);
+    w.after(cfg().abandoned_after, &mut r).await;
+    assert_eq!(w.sky.launches(), ["skydeck-other-records"]);
+}
+
+#[tokio::test]
+async fn a_request_status_a_newer_server_added_is_waited_on() {
+    let w = World::new().await;
+    let (mut r, _) = w.reconciler("a");
+    w.node("skydeck-newer").await;
+    w.sky.push_launch(LaunchOutcome::Hang);
+    assert!(r.tick().await);
+    let id = w.get("skydeck-newer").await.launch_request_id.unwrap();
+    w.sky
+        .set_request_status(&id, RequestStatus::Other("PAUSED".into()));
+    w.after(poll(), &mut r).await;
+    w.after(poll(), &mut r).await;
+    let n = w.get("skydeck-newer").await;
+    assert_eq!(n.status, NodeStatus::Launching, "neither failed nor up");
+    assert_eq!(n.attempts, 0, "not an error either");
+}
+
+#[tokio::test]
 async fn a_timed_out_submit_that_created_nothing_is_relaunched_only_once_abandoned() {
     let w = World::new().await;
     let (mut r, _) = w.reconciler("a");
