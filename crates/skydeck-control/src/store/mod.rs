@@ -20,6 +20,8 @@
 mod leases;
 mod migrations;
 mod nodes;
+#[cfg(test)]
+mod tests;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -110,6 +112,13 @@ impl Store {
         max_connections: u32,
         clock: SharedClock,
     ) -> Result<Store> {
+        let store = Store::open(url, max_connections, clock).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens the pools without migrating.
+    async fn open(url: &str, max_connections: u32, clock: SharedClock) -> Result<Store> {
         let max_connections = max_connections.max(1);
         let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url).map_err(ctx("read the PostgreSQL URL"))?;
@@ -146,9 +155,7 @@ impl Store {
                 .map_err(ctx("open the SQLite database for reading"))?;
             Db::Sqlite { read, write }
         };
-        let store = Store { db, clock };
-        store.migrate().await?;
-        Ok(store)
+        Ok(Store { db, clock })
     }
 
     /// Now, by the store's clock.
