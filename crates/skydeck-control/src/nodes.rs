@@ -166,11 +166,18 @@ fn reply(n: &Node, timing: AgentTiming) -> AgentReply {
 
 fn same_node(node: &Node, claimed: &str) -> Result<(), OpError> {
     // A UUID compares in any of its spellings.
-    let same = match (uuid::Uuid::try_parse(claimed), uuid::Uuid::try_parse(&node.id)) {
+    let same = match (
+        uuid::Uuid::try_parse(claimed),
+        uuid::Uuid::try_parse(&node.id),
+    ) {
         (Ok(a), Ok(b)) => a == b,
         _ => claimed == node.id,
     };
-    if same { Ok(()) } else { Err(OpError::OtherNode) }
+    if same {
+        Ok(())
+    } else {
+        Err(OpError::OtherNode)
+    }
 }
 
 fn invalid(e: skydeck_contract::agent::Invalid) -> OpError {
@@ -219,10 +226,7 @@ pub async fn heartbeat(
     if node.status.is_final() {
         return Ok((reply(&node, timing), false));
     }
-    let mut node = store
-        .heartbeat(&node.id, Some(body))
-        .await?
-        .unwrap_or(node);
+    let mut node = store.heartbeat(&node.id, Some(body)).await?.unwrap_or(node);
     let mut wake = false;
     if body.state == AgentState::Drained && node.status == NodeStatus::Draining {
         store.force_drain(&node.id).await?;

@@ -7,8 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use regex::Regex;
 use skydeck_contract::{
-    ErrorBody, LaunchResponse, NodePage, NodeStatus, NodeView, TerminateResponse,
-    UnmanagedClusters,
+    ErrorBody, LaunchResponse, NodePage, NodeStatus, NodeView, TerminateResponse, UnmanagedClusters,
 };
 
 use super::extract::{ApiJson, ClusterName, QueryPairs, bad};
@@ -20,7 +19,8 @@ use crate::store::{ListQuery, Node};
 use crate::vllm_args::printable;
 
 /// The pattern of `cursor`: `{created_at ms}.{node id}`, as [`NodePage::next_cursor`] has it.
-pub const CURSOR_PATTERN: &str = r"^[0-9]{1,15}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+pub const CURSOR_PATTERN: &str =
+    r"^[0-9]{1,15}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
 static CURSOR: LazyLock<Regex> = LazyLock::new(|| Regex::new(CURSOR_PATTERN).expect("regex"));
 
 /// The pattern of `status`: statuses separated by commas.

@@ -30,9 +30,7 @@ pub async fn register(
 ) -> Result<Json<AgentReply>, ApiError> {
     let node = auth::agent_node(&s, &headers).await?;
     let ApiJson(body) = body?;
-    Ok(Json(
-        nodes::register(&s.db, node, &body, s.timing()).await?,
-    ))
+    Ok(Json(nodes::register(&s.db, node, &body, s.timing()).await?))
 }
 
 /// A node's heartbeat, every `heartbeat_interval_seconds`; the reply carries the order.

@@ -84,9 +84,9 @@ impl ApiError {
             ApiError::NoRoute | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::BadPath { .. } | ApiError::BadQuery { .. } | ApiError::MalformedJson { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::BadPath { .. }
+            | ApiError::BadQuery { .. }
+            | ApiError::MalformedJson { .. } => StatusCode::BAD_REQUEST,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

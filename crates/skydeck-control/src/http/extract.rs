@@ -34,27 +34,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Parses `bytes` as `T`; a value that does not fit names its field (`gpus[1].index`).
+/// Parses `bytes` as `T`; a value that does not fit names its field (`gpus[1].index`). Every
+/// body of this API is an object: serde would read a struct from an array by position, which
+/// the document does not allow, so anything else is refused first.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson {
+            message: escaped(&e.to_string()),
+        })?;
+    if !value.is_object() {
+        return Err(ApiError::Invalid {
+            field: "body".into(),
+            message: "the body must be a JSON object".into(),
+        });
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let field = e.path().to_string();
-        let inner = e.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => ApiError::Invalid {
-                field: if field == "." { "body".into() } else { field },
-                message: escaped(&inner.to_string()),
-            },
-            _ => ApiError::MalformedJson {
-                message: escaped(&inner.to_string()),
-            },
+        ApiError::Invalid {
+            field: if field == "." { "body".into() } else { field },
+            message: escaped(&e.into_inner().to_string()),
         }
-    })?;
-    // Trailing garbage after the value is a syntax error too.
-    de.end().map_err(|e| ApiError::MalformedJson {
-        message: escaped(&e.to_string()),
-    })?;
-    Ok(value)
+    })
 }
 
 /// `s` with control characters escaped and cut to a length a message can carry.
@@ -107,7 +107,7 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
                 message: "the query string is not valid percent-encoded UTF-8".into(),
             })?;
             let v = decode(v).ok_or_else(|| ApiError::BadQuery {
-                param: Some(printable(&k)),
+                param: Some(k.clone()),
                 message: format!(
                     "the value of {} is not valid percent-encoded UTF-8",
                     printable(&k)
@@ -170,7 +170,12 @@ mod mime_type {
     impl std::str::FromStr for Essence {
         type Err = ();
         fn from_str(s: &str) -> Result<Self, ()> {
-            let e = s.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let e = s
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             if e.contains('/') {
                 Ok(Essence(e))
             } else {

@@ -72,7 +72,11 @@ fn engine_samples(r: &MetricRow, at: Timestamp, out: &mut Vec<Sample>) {
     if let Some(v) = e.generation_tokens_total {
         push(&c::CONTROL_ENGINE_GENERATION_TOKENS, v);
     }
-    let util: Vec<f64> = hb.gpus.iter().filter_map(|g| g.utilization_percent).collect();
+    let util: Vec<f64> = hb
+        .gpus
+        .iter()
+        .filter_map(|g| g.utilization_percent)
+        .collect();
     if !util.is_empty() {
         push(
             &c::CONTROL_NODE_GPU_UTILIZATION,

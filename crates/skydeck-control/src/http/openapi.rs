@@ -83,10 +83,7 @@ pub fn gpu_pattern(provider: Provider) -> String {
         .gpus
         .iter()
         .map(|g| {
-            let counts: Vec<String> = gpu_counts(provider, g)
-                .iter()
-                .map(u32::to_string)
-                .collect();
+            let counts: Vec<String> = gpu_counts(provider, g).iter().map(u32::to_string).collect();
             format!("{}(:0*({}))?", caseless(g), counts.join("|"))
         })
         .collect();
