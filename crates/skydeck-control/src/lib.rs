@@ -1,8 +1,8 @@
 //! skydeck's control plane: launches, watches and terminates inference nodes (vLLM or
 //! llama.cpp) through SkyPilot's REST API.
 //!
-//! The folders follow the data flow: the admin and agent API ([`api`]) calls the node
-//! operations, which change the [`store`]; the [`reconcile`] loop compares the store with
+//! The folders follow the data flow: the admin and agent API ([`http`]) calls the node
+//! operations ([`nodes`]), which change the [`store`]; the [`reconcile`] loop compares the store with
 //! SkyPilot and drives each node through [`skydeck_contract::NodeStatus`].
 //!
 //! * [`node_config`] validates launch requests; [`offerings`] and [`vllm_args`] hold the rules.
@@ -11,12 +11,11 @@
 //! * [`reconcile`] drives each node with SkyPilot, one replica at a time under a lease.
 //! * [`clock`] is the time every room reads, simulated in tests.
 
-pub mod api;
 pub mod clock;
-pub mod metrics;
+pub mod http;
 pub mod node_config;
+pub mod nodes;
 pub mod offerings;
-pub mod openapi;
 pub mod reconcile;
 pub mod status;
 pub mod store;

@@ -11,7 +11,7 @@ use crate::offerings::{Provider, gpu_counts};
 use crate::vllm_args;
 
 /// A launch request as clients send it (seed 003's `NodeConfig`).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// A UUID for the node; generated when absent.

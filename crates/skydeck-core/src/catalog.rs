@@ -172,6 +172,7 @@ const RESULT: &[&str] = &["result"];
 const NODE_GROUP: &[&str] = &["status", "provider", "gpu"];
 const NODE_UPTIME: &[&str] = &["cluster_name", "provider", "gpu"];
 const NODE_NAME: &[&str] = &["cluster_name"];
+const NODE_ENGINE: &[&str] = &["cluster_name", "engine"];
 const PROVIDER_GPU: &[&str] = &["provider", "gpu"];
 const CLOUD: &[&str] = &["cloud"];
 const GPU_SERIES: &[&str] = &[
@@ -368,6 +369,24 @@ catalog! {
     CONTROL_LEADER = "skydeck.control.reconciler_leader", "skydeck_control_reconciler_leader",
         Gauge, Boolean, NONE,
         "1 on the replica that holds the reconciler lease.";
+    CONTROL_ENGINE_UP = "skydeck.control.engine_up", "skydeck_control_engine_up", Gauge, Boolean,
+        NODE_ENGINE,
+        "1 when the node's latest heartbeat reports its engine healthy, for live nodes.";
+    CONTROL_ENGINE_REQUESTS_RUNNING = "skydeck.control.engine_requests_running",
+        "skydeck_control_engine_requests_running", Gauge, Event, NODE_ENGINE,
+        "Requests the node's engine was serving at its latest heartbeat.";
+    CONTROL_ENGINE_REQUESTS_WAITING = "skydeck.control.engine_requests_waiting",
+        "skydeck_control_engine_requests_waiting", Gauge, Event, NODE_ENGINE,
+        "Requests queued in the node's engine at its latest heartbeat.";
+    CONTROL_ENGINE_GENERATION_TOKENS = "skydeck.control.engine_generation_tokens",
+        "skydeck_control_engine_generation_tokens_total", Counter, Event, NODE_ENGINE,
+        "Tokens the node's engine generated since it started, at its latest heartbeat.";
+    CONTROL_NODE_GPU_UTILIZATION = "skydeck.control.node_gpu_utilization",
+        "skydeck_control_node_gpu_utilization_ratio", Gauge, Percent, NODE_ENGINE,
+        "Mean GPU utilization of the node's GPUs at its latest heartbeat.";
+    CONTROL_NODE_GPU_MEMORY_USED = "skydeck.control.node_gpu_memory_used",
+        "skydeck_control_node_gpu_memory_used_bytes", Gauge, Byte, NODE_ENGINE,
+        "GPU memory in use on the node, summed over its GPUs, at its latest heartbeat.";
 }
 
 /// The catalog entry with this Prometheus name.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use secrecy::ExposeSecret;
-use skydeck_control::api::{AgentBinary, AppState};
+use skydeck_control::http::{AgentBinary, AppState};
 use skydeck_control::node_config::Rules;
 use skydeck_control::reconcile::{Observed, Reconciler, ReconcilerConfig};
 use skydeck_control::store::Store;
@@ -230,7 +230,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
     let banner =
         format!("skydeck control listening on http://{local} (nodes reach it at {public_url})\n");
     let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
-    let app = skydeck_control::api::router(state);
+    let app = skydeck_control::http::router(state);
     let mut rx = stop_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = rx.wait_for(|s| *s).await;

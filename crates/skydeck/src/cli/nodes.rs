@@ -1,4 +1,7 @@
-//! `skydeck nodes`: a client of the control plane's admin API.
+//! `skydeck nodes`: a client of the control plane's admin API. Every answer is deserialized
+//! into the contract's types (`skydeck_contract`), the routes come from its `paths`, and the
+//! launch body is the control plane's own `NodeConfig`, so client and server cannot disagree
+//! on a field or a status name.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -7,7 +10,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use skydeck_contract::{
+    Engine, ErrorBody, Heartbeat, LaunchResponse, NodePage, NodeStatus, NodeView,
+    TerminateResponse, paths,
+};
+use skydeck_control::node_config::NodeConfig;
 
 use secrecy::ExposeSecret;
 
@@ -49,8 +58,13 @@ pub enum NodesCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Show a node.
+    /// Show a node's status and history.
     Status {
+        /// The node's cluster name.
+        cluster_name: String,
+    },
+    /// Show a node with the latest heartbeat of its agent (engine, requests, tokens, GPUs).
+    Show {
         /// The node's cluster name.
         cluster_name: String,
     },
@@ -101,9 +115,15 @@ pub struct LaunchArgs {
     /// Disk in GB.
     #[arg(long)]
     pub disk_size: Option<i64>,
-    /// Extra vLLM flags (allow-listed).
-    #[arg(long, allow_hyphen_values = true)]
-    pub vllm_args: Option<String>,
+    /// The inference server.
+    #[arg(long)]
+    pub engine: Option<Engine>,
+    /// A container image for the engine (`docker:…`).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Extra engine flags (allow-listed).
+    #[arg(long, alias = "vllm-args", allow_hyphen_values = true)]
+    pub engine_args: Option<String>,
     /// The node's UUID (default: generated).
     #[arg(long)]
     pub node_id: Option<String>,
@@ -122,31 +142,109 @@ struct Api {
 }
 
 impl Api {
-    async fn call(
+    /// Calls `path`; a success is read as `T`, a refusal as the contract's [`ErrorBody`].
+    async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<T> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.key);
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req.json(b);
         }
         let resp = req
             .send()
             .await
             .with_context(|| format!("cannot reach the control plane at {}", self.base))?;
         let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let bytes = resp
+            .bytes()
+            .await
+            .with_context(|| format!("{path}: reading the answer"))?;
         if !status.is_success() {
-            let msg = body["error"]["message"].as_str().unwrap_or("no details");
-            let code = body["error"]["code"].as_str().unwrap_or("error");
-            bail!("{path}: HTTP {status} {code}: {msg}");
+            match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(e) => bail!("{path}: HTTP {status} {e}"),
+                Err(_) => bail!("{path}: HTTP {status} (no error body)"),
+            }
         }
-        Ok(body)
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{path}: the answer is not what the contract says"))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(reqwest::Method::GET, path, None::<&()>).await
+    }
+}
+
+fn print_json(v: &impl Serialize, pretty: bool) -> anyhow::Result<()> {
+    let text = if pretty {
+        serde_json::to_string_pretty(v)?
+    } else {
+        serde_json::to_string(v)?
+    };
+    println!("{text}");
+    Ok(())
+}
+
+/// `key value` lines of a node's fields that are set.
+fn print_node(n: &NodeView) -> anyhow::Result<()> {
+    let v = serde_json::to_value(n)?;
+    for (k, v) in v.as_object().into_iter().flatten() {
+        if v.is_null() || k == "heartbeat" {
+            continue;
+        }
+        println!(
+            "{k:<20} {}",
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
+        );
+    }
+    Ok(())
+}
+
+fn num(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v}"))
+}
+
+/// The latest heartbeat, for people.
+fn print_heartbeat(hb: Option<&Heartbeat>) {
+    let Some(hb) = hb else {
+        println!("{:<20} none yet", "heartbeat");
+        return;
+    };
+    let e = &hb.engine;
+    let state = serde_json::to_value(hb.state).unwrap_or_default();
+    let health = serde_json::to_value(e.health).unwrap_or_default();
+    println!("{:<20} {}", "agent_state", state.as_str().unwrap_or("?"));
+    println!("{:<20} {}", "engine_health", health.as_str().unwrap_or("?"));
+    if let Some(d) = &e.detail {
+        println!("{:<20} {d}", "engine_detail");
+    }
+    println!("{:<20} {}", "requests_running", num(e.requests_running));
+    println!("{:<20} {}", "requests_waiting", num(e.requests_waiting));
+    println!("{:<20} {}", "generation_tokens", num(e.generation_tokens_total));
+    println!("{:<20} {}", "prompt_tokens", num(e.prompt_tokens_total));
+    println!("{:<20} {}", "served_models", hb.served_models.join(", "));
+    println!("{:<20} {}", "uptime_seconds", hb.uptime_seconds);
+    if let Some(err) = &hb.gpu_error {
+        println!("{:<20} {err}", "gpu_error");
+    }
+    for g in &hb.gpus {
+        println!(
+            "gpu {:<16} {} util {}% mem {}/{} B temp {} C power {} W",
+            g.index,
+            g.name.as_deref().unwrap_or("-"),
+            num(g.utilization_percent),
+            num(g.memory_used_bytes),
+            num(g.memory_total_bytes),
+            num(g.temperature_celsius),
+            num(g.power_watts)
+        );
     }
 }
 
@@ -178,35 +276,28 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<ExitCode> {
     let json_out = args.json;
     match args.command {
         NodesCommand::Launch(l) => {
-            let mut body = json!({
-                "provider": l.provider, "region": l.region, "gpu": l.gpu, "model": l.model,
-            });
-            if l.spot || l.no_spot {
-                body["use_spot"] = json!(l.spot && !l.no_spot);
-            }
-            if let Some(d) = l.disk_size {
-                body["disk_size"] = json!(d);
-            }
-            if let Some(v) = &l.vllm_args {
-                body["vllm_args"] = json!(v);
-            }
-            if let Some(n) = &l.node_id {
-                body["node_id"] = json!(n);
-            }
-            let resp = api
-                .call(reqwest::Method::POST, "/admin/nodes/launch", Some(body))
+            let body = NodeConfig {
+                node_id: l.node_id.clone(),
+                provider: l.provider.clone(),
+                region: l.region.clone(),
+                gpu: l.gpu.clone(),
+                model: l.model.clone(),
+                use_spot: (l.spot || l.no_spot).then_some(l.spot && !l.no_spot),
+                disk_size: l.disk_size,
+                engine: l.engine,
+                image: l.image.clone(),
+                engine_args: l.engine_args.clone(),
+            };
+            let resp: LaunchResponse = api
+                .call(reqwest::Method::POST, paths::LAUNCH, Some(&body))
                 .await?;
-            let name = resp["cluster_name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
             if json_out && !l.wait {
-                println!("{resp}");
+                print_json(&resp, false)?;
             } else {
-                println!("{name}");
+                println!("{}", resp.cluster_name);
             }
             if l.wait {
-                return wait_active(&api, &name, l.timeout, json_out).await;
+                return wait_active(&api, &resp.cluster_name, l.timeout, json_out).await;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -215,43 +306,40 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<ExitCode> {
             force,
         } => {
             let path = format!(
-                "/admin/nodes/{}/terminate{}",
-                enc(&cluster_name),
+                "{}{}",
+                paths::for_cluster(paths::TERMINATE, &cluster_name),
                 if force { "?force=true" } else { "" }
             );
-            let resp = api.call(reqwest::Method::POST, &path, None).await?;
+            let resp: TerminateResponse = api
+                .call(reqwest::Method::POST, &path, None::<&()>)
+                .await?;
             if json_out {
-                println!("{resp}");
+                print_json(&resp, false)?;
             } else {
-                println!(
-                    "{} {}",
-                    cluster_name,
-                    resp["status"].as_str().unwrap_or("?")
-                );
+                println!("{} {}", resp.cluster_name, resp.status);
             }
             Ok(ExitCode::SUCCESS)
         }
         NodesCommand::Status { cluster_name } => {
-            let resp = api
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/admin/nodes/{}/status", enc(&cluster_name)),
-                    None,
-                )
+            let node: NodeView = api
+                .get(&paths::for_cluster(paths::NODE_STATUS, &cluster_name))
                 .await?;
             if json_out {
-                println!("{}", serde_json::to_string_pretty(&resp)?);
+                print_json(&node, true)?;
             } else {
-                for (k, v) in resp.as_object().into_iter().flatten() {
-                    if !v.is_null() {
-                        println!(
-                            "{k:<20} {}",
-                            v.as_str()
-                                .map(str::to_string)
-                                .unwrap_or_else(|| v.to_string())
-                        );
-                    }
-                }
+                print_node(&node)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        NodesCommand::Show { cluster_name } => {
+            let node: NodeView = api
+                .get(&paths::for_cluster(paths::NODE, &cluster_name))
+                .await?;
+            if json_out {
+                print_json(&node, true)?;
+            } else {
+                print_node(&node)?;
+                print_heartbeat(node.heartbeat.as_ref());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -286,32 +374,29 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<ExitCode> {
                     .map(|(k, v)| format!("{k}={}", enc(v)))
                     .collect::<Vec<_>>()
                     .join("&");
-                let resp = api
-                    .call(reqwest::Method::GET, &format!("/admin/nodes?{q}"), None)
-                    .await?;
-                nodes.extend(resp["nodes"].as_array().cloned().unwrap_or_default());
-                cursor = resp["next_cursor"].as_str().map(str::to_string);
+                let page: NodePage = api.get(&format!("{}?{q}", paths::NODES)).await?;
+                nodes.extend(page.nodes);
+                cursor = page.next_cursor;
                 if !all || cursor.is_none() {
                     break;
                 }
             }
             if json_out {
-                println!("{}", Value::Array(nodes));
+                print_json(&nodes, false)?;
             } else {
                 println!(
                     "{:<48} {:<13} {:<10} {:<16} {:<10} MODEL",
                     "CLUSTER", "STATUS", "PROVIDER", "REGION", "GPU"
                 );
                 for n in &nodes {
-                    let s = |k: &str| n[k].as_str().unwrap_or("-").to_string();
                     println!(
                         "{:<48} {:<13} {:<10} {:<16} {:<10} {}",
-                        s("cluster_name"),
-                        s("status"),
-                        s("provider"),
-                        s("region"),
-                        s("gpu"),
-                        s("model")
+                        n.cluster_name,
+                        n.status.as_str(),
+                        n.provider,
+                        n.region,
+                        n.gpu,
+                        n.model
                     );
                 }
             }
@@ -333,16 +418,10 @@ async fn wait_active(
 ) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let tty = std::io::stderr().is_terminal();
-    let mut last = String::new();
+    let path = paths::for_cluster(paths::NODE_STATUS, name);
+    let mut last: Option<NodeStatus> = None;
     loop {
-        let node = match api
-            .call(
-                reqwest::Method::GET,
-                &format!("/admin/nodes/{}/status", enc(name)),
-                None,
-            )
-            .await
-        {
+        let node: NodeView = match api.get(&path).await {
             Ok(n) => n,
             Err(e) if start.elapsed() < timeout => {
                 eprintln!("  (control plane unavailable: {e}; retrying)");
@@ -351,43 +430,50 @@ async fn wait_active(
             }
             Err(e) => return Err(e),
         };
-        let status = node["status"].as_str().unwrap_or("?").to_string();
+        let status = node.status;
         let secs = start.elapsed().as_secs();
-        if status != last {
+        if last != Some(status) {
             if tty {
                 eprint!("\r\x1b[K");
             }
-            let detail = match status.as_str() {
-                "launching" => node["launch_request_id"]
-                    .as_str()
+            let detail = match status {
+                NodeStatus::Launching => node
+                    .launch_request_id
+                    .as_deref()
                     .map(|r| format!(" (SkyPilot request {r})"))
                     .unwrap_or_default(),
-                "requested" => " (waiting for the reconciler)".into(),
-                "initializing" => " (cluster up; vLLM and the agent starting)".into(),
-                _ => node["status_reason"]
-                    .as_str()
+                NodeStatus::Requested => " (waiting for the reconciler)".into(),
+                NodeStatus::Initializing => {
+                    format!(" (cluster up; {} and the agent starting)", node.engine)
+                }
+                _ => node
+                    .status_reason
+                    .as_deref()
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default(),
             };
             eprintln!("[{:>4}s] {name}: {status}{detail}", secs);
-            last = status.clone();
+            last = Some(status);
         } else if tty {
             eprint!("\r\x1b[K  … {status} for {}s", secs);
             let _ = std::io::stderr().flush();
         }
-        match status.as_str() {
-            "active" => {
+        match status {
+            NodeStatus::Active => {
                 if tty {
                     eprint!("\r\x1b[K");
                 }
                 if json_out {
-                    println!("{node}");
+                    print_json(&node, false)?;
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            "failed" | "terminated" | "draining" | "unhealthy" => {
+            NodeStatus::Failed
+            | NodeStatus::Terminated
+            | NodeStatus::Draining
+            | NodeStatus::Unhealthy => {
                 if json_out {
-                    println!("{node}");
+                    print_json(&node, false)?;
                 }
                 return Ok(ExitCode::from(1));
             }

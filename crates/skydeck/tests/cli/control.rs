@@ -209,7 +209,7 @@ impl Plane {
     pub fn launch(&self, body: Value) -> String {
         let (code, resp) = self.admin("POST", "/admin/nodes/launch", Some(body));
         assert_eq!(code, 200, "{resp}");
-        assert_eq!(resp["status"], "launching");
+        assert_eq!(resp["status"], "requested");
         resp["cluster_name"].as_str().unwrap().to_string()
     }
 
@@ -354,7 +354,7 @@ fn lifecycle(db: TestDb) {
         "POST",
         "/v1/agent/register",
         Some(&token),
-        Some(json!({"node_id": node["node_id"], "vllm_version": "0.33.0"})),
+        Some(json!({"node_id": node["node_id"], "engine": "vllm", "engine_version": "0.33.0"})),
     );
     assert_eq!(code, 200, "{reply}");
     assert_eq!(reply["status"], "active");
@@ -366,7 +366,7 @@ fn lifecycle(db: TestDb) {
         "POST",
         "/v1/agent/heartbeat",
         Some(&token),
-        Some(json!({"in_flight": 3})),
+        Some(json!({"node_id": node["node_id"], "engine": {"health": "ok", "requests_running": 3}})),
     );
     assert_eq!(code, 200, "{reply}");
     assert_eq!(reply["status"], "active");
@@ -403,8 +403,9 @@ fn lifecycle(db: TestDb) {
     let (code, resp) = plane.admin("POST", &format!("/admin/nodes/{cluster}/terminate"), None);
     assert_eq!(code, 200, "{resp}");
     assert_eq!(resp["status"], "draining");
-    let (_, reply) = plane.call("POST", "/v1/agent/heartbeat", Some(&token), Some(json!({})));
-    assert_eq!(reply["drain"], true);
+    let beat = json!({"node_id": node["node_id"]});
+    let (_, reply) = plane.call("POST", "/v1/agent/heartbeat", Some(&token), Some(beat.clone()));
+    assert_eq!(reply["order"], "drain");
     assert!(
         fleet.downs().is_empty(),
         "a graceful terminate waits for the drain"
@@ -413,7 +414,7 @@ fn lifecycle(db: TestDb) {
         "POST",
         "/v1/agent/heartbeat",
         Some(&token),
-        Some(json!({"drained": true})),
+        Some(json!({"node_id": node["node_id"], "state": "drained"})),
     );
     let node = plane.wait_status(&cluster, "terminated", Duration::from_secs(20));
     assert!(node["terminated_at"].is_string() && node["teardown_request_id"].is_string());
@@ -427,8 +428,8 @@ fn lifecycle(db: TestDb) {
         None,
     );
     assert_eq!((code, resp["status"].as_str()), (200, Some("terminated")));
-    let (code, _) = plane.call("POST", "/v1/agent/heartbeat", Some(&token), Some(json!({})));
-    assert_eq!(code, 409);
+    let (code, reply) = plane.call("POST", "/v1/agent/heartbeat", Some(&token), Some(beat));
+    assert_eq!((code, reply["order"].as_str()), (200, Some("exit")));
     assert_eq!(fleet.downs().len(), 1);
 
     // Nothing secret in the log.
@@ -685,7 +686,7 @@ fn every_admin_route_needs_the_key() {
             }
         }
     }
-    assert_eq!(admin_routes, 5);
+    assert_eq!(admin_routes, 6);
 
     // Oversized bodies are refused before they are parsed.
     let big = json!({"provider": "aws", "region": "us-west-2", "gpu": "A10G", "model": "a/b", "vllm_args": "x".repeat(100_000)});
@@ -703,11 +704,11 @@ fn every_admin_route_needs_the_key() {
         ),
         (
             json!({"provider": "aws", "region": "us-west-2", "gpu": "A10G", "model": "a/b", "vllm_args": "--max-model-len 4096 $(reboot)"}),
-            "vllm_args",
+            "engine_args",
         ),
         (
             json!({"provider": "aws", "region": "us-west-2", "gpu": "A10G", "model": "a/b", "vllm_args": "--trust-remote-code"}),
-            "vllm_args",
+            "engine_args",
         ),
         (
             json!({"provider": "aws", "region": "us-west-2", "gpu": "A10G", "model": "a/b", "disk_size": 10_000_000}),
@@ -855,7 +856,13 @@ fn nodes_cli() {
     let cluster = fleet.launches()[0].0.clone();
     plane.wait_status(&cluster, "initializing", Duration::from_secs(30));
     let token = agent_token(&fleet, &cluster);
-    let (code, _) = plane.call("POST", "/v1/agent/register", Some(&token), Some(json!({})));
+    let node_id = plane.status(&cluster)["node_id"].clone();
+    let (code, _) = plane.call(
+        "POST",
+        "/v1/agent/register",
+        Some(&token),
+        Some(json!({"node_id": node_id})),
+    );
     assert_eq!(code, 200);
     let out = wait.wait_with_output().unwrap();
     let (stdout, stderr) = (
@@ -885,7 +892,7 @@ fn nodes_cli() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&cluster));
     let out = nodes(&["--json", "status", &cluster]).output().unwrap();
     let node: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(node["vllm_args"], json!(["--max-model-len", "8192"]));
+    assert_eq!(node["engine_args"], json!(["--max-model-len", "8192"]));
     let out = nodes(&["terminate", &cluster, "--force"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("draining"));
     plane.wait_status(&cluster, "terminated", Duration::from_secs(20));

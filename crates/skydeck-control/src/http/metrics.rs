@@ -11,8 +11,83 @@ use jiff::Timestamp;
 use skydeck_core::exposition::{self, Format, Histogram};
 use skydeck_core::{Sample, catalog as c};
 
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use skydeck_contract::{EngineHealth, ErrorBody};
+
+use super::{ApiError, AppState};
 use crate::status::NodeStatus;
 use crate::store::MetricRow;
+
+/// Prometheus metrics of the fleet, computed from the database.
+#[utoipa::path(get, path = "/metrics", tag = "probes",
+    responses(
+        (status = 200, description = "The Prometheus text exposition", body = String, content_type = "text/plain"),
+        (status = 503, description = "The database does not answer", body = ErrorBody),
+    ))]
+pub async fn serve(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let rows = s.db.metric_rows().await?;
+    let (unmanaged, leader) = {
+        let o = s.observed.lock().unwrap_or_else(|p| p.into_inner());
+        (o.unmanaged.len(), o.leader)
+    };
+    let text = render(&rows, unmanaged, leader, s.db.now_ms());
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// The per-node engine and GPU gauges of one live node's latest heartbeat, labelled by
+/// cluster name and engine only (bounded: one series per node and metric).
+fn engine_samples(r: &MetricRow, at: Timestamp, out: &mut Vec<Sample>) {
+    let Some(hb) = &r.heartbeat else { return };
+    let live = NodeStatus::parse(&r.status).is_some_and(|s| !s.is_final());
+    if !live {
+        return;
+    }
+    let mut push = |def: &'static skydeck_core::catalog::MetricDef, v: f64| {
+        out.push(
+            Sample::of(def, v, at)
+                .tag("cluster_name", r.cluster_name.clone())
+                .tag("engine", r.engine.clone()),
+        );
+    };
+    let e = &hb.engine;
+    push(
+        &c::CONTROL_ENGINE_UP,
+        f64::from(u8::from(e.health == EngineHealth::Ok)),
+    );
+    if let Some(v) = e.requests_running {
+        push(&c::CONTROL_ENGINE_REQUESTS_RUNNING, v);
+    }
+    if let Some(v) = e.requests_waiting {
+        push(&c::CONTROL_ENGINE_REQUESTS_WAITING, v);
+    }
+    if let Some(v) = e.generation_tokens_total {
+        push(&c::CONTROL_ENGINE_GENERATION_TOKENS, v);
+    }
+    let util: Vec<f64> = hb
+        .gpus
+        .iter()
+        .filter_map(|g| g.utilization_percent)
+        .collect();
+    if !util.is_empty() {
+        push(
+            &c::CONTROL_NODE_GPU_UTILIZATION,
+            util.iter().sum::<f64>() / util.len() as f64,
+        );
+    }
+    let mem: Vec<f64> = hb.gpus.iter().filter_map(|g| g.memory_used_bytes).collect();
+    if !mem.is_empty() {
+        push(&c::CONTROL_NODE_GPU_MEMORY_USED, mem.iter().sum());
+    }
+}
 
 /// Bucket bounds of the launch duration (seconds): around the seed's targets of P50 45–60 s
 /// (warm), P95 3–5 min (cold), P99 8–10 min.
@@ -107,6 +182,9 @@ pub fn render(rows: &[MetricRow], unmanaged: usize, leader: bool, now_ms: i64) -
                 .tag("provider", *provider)
                 .tag("gpu", *gpu),
         );
+    }
+    for r in rows {
+        engine_samples(r, at, &mut samples);
     }
     samples.push(Sample::of(&c::CONTROL_UNMANAGED, unmanaged as f64, at));
     samples.push(Sample::of(

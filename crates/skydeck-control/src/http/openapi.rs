@@ -1,0 +1,177 @@
+//! The OpenAPI 3.1 document served at `/openapi.json`, generated from the types and the
+//! `#[utoipa::path]` annotations the handlers carry, so it cannot drift from them.
+//!
+//! One schema is built by hand from the tables validation reads: `NodeConfig`, whose rules
+//! cross fields (the regions and GPUs a provider offers, GCP's GPU count limits, spot where a
+//! provider has it). It is a `oneOf` with one branch per provider generated from
+//! [`crate::offerings::OFFERINGS`], so a body valid by the schema is one the server accepts,
+//! and one the server refuses is invalid by it.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::AppState;
+use crate::node_config::{DEFAULT_DISK, DISK_RANGE, Rules};
+use crate::offerings::{OFFERINGS, Provider, gpu_counts};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "skydeck control plane",
+        description = "Launches, watches and terminates inference nodes (vLLM or llama.cpp) through SkyPilot."
+    ),
+    paths(
+        super::admin::list_nodes,
+        super::admin::launch,
+        super::admin::node,
+        super::admin::node_status,
+        super::admin::terminate,
+        super::admin::unmanaged,
+        super::agent::register,
+        super::agent::heartbeat,
+        super::downloads::agent,
+        super::downloads::sha256,
+        serve,
+        super::metrics::serve,
+        super::healthz,
+        super::readyz,
+    ),
+    components(schemas(skydeck_contract::ErrorBody, skydeck_contract::NodeStatus)),
+    modifiers(&Security)
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let c = doc.components.get_or_insert_with(Default::default);
+        let bearer = |desc: &str| {
+            let mut h = Http::new(HttpAuthScheme::Bearer);
+            h.description = Some(desc.to_string());
+            SecurityScheme::Http(h)
+        };
+        c.add_security_scheme("adminKey", bearer("An admin API key"));
+        c.add_security_scheme(
+            "nodeToken",
+            bearer("The node's own agent token (from the task's secrets)"),
+        );
+    }
+}
+
+/// `[Aa]100`: a name matched without regard to ASCII case, as validation matches GPU names.
+fn caseless(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphabetic() {
+                format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+            } else {
+                regex::escape(&c.to_string())
+            }
+        })
+        .collect()
+}
+
+/// The GPU pattern of `provider`: each GPU it offers, optionally `:count` with the counts it
+/// offers that GPU in (leading zeros parse as validation parses them).
+pub fn gpu_pattern(provider: Provider) -> String {
+    let alts: Vec<String> = provider
+        .offering()
+        .gpus
+        .iter()
+        .map(|g| {
+            let counts: Vec<String> = gpu_counts(provider, g).iter().map(u32::to_string).collect();
+            format!("{}(:0*({}))?", caseless(g), counts.join("|"))
+        })
+        .collect();
+    format!("^({})$", alts.join("|"))
+}
+
+/// One part of a Hugging Face model id (validation's `MODEL_PART`).
+const MODEL_PART: &str = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?";
+/// A kubeconfig context name (validation's `CONTEXT`).
+const CONTEXT: &str = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,252}$";
+/// A UUID in any spelling `uuid::Uuid::try_parse` reads.
+const UUID_ANY: &str = r"^(|[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}|\{[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}|urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$";
+
+/// The launch body's schema under `rules`.
+pub fn node_config_schema(rules: &Rules) -> Value {
+    let branches: Vec<Value> = OFFERINGS
+        .iter()
+        .map(|o| {
+            let p = o.provider;
+            let region = if p == Provider::Kubernetes {
+                if rules.kubernetes_contexts.is_empty() {
+                    json!({"type": "string", "pattern": CONTEXT})
+                } else {
+                    json!({"type": "string", "pattern": CONTEXT, "enum": rules.kubernetes_contexts})
+                }
+            } else {
+                json!({"type": "string", "enum": o.regions})
+            };
+            let use_spot = if o.spot {
+                json!({"type": ["boolean", "null"], "description": "Default: true"})
+            } else {
+                json!({"enum": [false, null], "description": format!("{p} has no spot capacity")})
+            };
+            json!({
+                "type": "object",
+                "title": p.as_str(),
+                "properties": {
+                    "provider": {"const": p.as_str()},
+                    "region": region,
+                    "gpu": {"type": "string", "pattern": gpu_pattern(p)},
+                    "use_spot": use_spot,
+                }
+            })
+        })
+        .collect();
+    let uuid_nil = r"^(urn:uuid:|\{)?0{8}-?0{4}-?0{4}-?0{4}-?0{12}\}?$";
+    json!({
+        "type": "object",
+        "description": "A launch request (seed 003's NodeConfig). The branch of `provider` gives its regions, GPUs with their counts, and spot.",
+        "additionalProperties": false,
+        "required": ["provider", "region", "gpu", "model"],
+        "properties": {
+            "node_id": {"type": ["string", "null"], "description": "A UUID for the node; generated when absent or empty", "pattern": UUID_ANY, "not": {"type": "string", "pattern": uuid_nil}},
+            "provider": {"type": "string", "enum": OFFERINGS.iter().map(|o| o.provider.as_str()).collect::<Vec<_>>()},
+            "region": {"type": "string", "description": "A region of the provider; a kubeconfig context for kubernetes"},
+            "gpu": {"type": "string", "description": "A GPU the provider offers, optionally :count"},
+            "model": {
+                "type": "string",
+                "description": "Hugging Face model id, org/name",
+                "maxLength": 193,
+                "allOf": [
+                    {"pattern": format!("^{MODEL_PART}/{MODEL_PART}$")},
+                    {"not": {"pattern": r"(--|\.\.)"}}
+                ]
+            },
+            "use_spot": {"type": ["boolean", "null"]},
+            "disk_size": {"type": ["integer", "null"], "minimum": DISK_RANGE.start(), "maximum": DISK_RANGE.end(), "default": DEFAULT_DISK},
+            "engine": {"enum": ["vllm", "llamacpp", null], "default": "vllm"},
+            "image": {"type": ["string", "null"], "description": "A container image for the engine (docker:…)"},
+            "engine_args": {"type": ["string", "null"], "maxLength": crate::vllm_args::MAX_LEN, "description": "Extra engine flags from the engine's allow-list"},
+            "vllm_args": {"type": ["string", "null"], "maxLength": crate::vllm_args::MAX_LEN, "deprecated": true, "description": "Seed 003's name of engine_args"}
+        },
+        "not": {"required": ["engine_args", "vllm_args"]},
+        "oneOf": branches,
+    })
+}
+
+/// The document under `rules`.
+pub fn document(rules: &Rules) -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    doc["openapi"] = json!("3.1.0");
+    doc["components"]["schemas"]["NodeConfig"] = node_config_schema(rules);
+    doc
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "probes",
+    responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
+pub async fn serve(State(s): State<AppState>) -> Json<Value> {
+    Json(document(&s.rules))
+}
