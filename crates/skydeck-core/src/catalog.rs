@@ -185,6 +185,8 @@ const GPU_SERIES: &[&str] = &[
 ];
 const SOURCE: &[&str] = &["source"];
 const IDLE_DECISION: &[&str] = &["action", "outcome"];
+const AGENT_ENGINE: &[&str] = &["engine"];
+const AGENT_GPU: &[&str] = &["gpu", "uuid"];
 
 catalog! {
     JOBS_RUNNING = "skypilot.jobs.running", "skypilot_jobs_running", Gauge, Job, NONE,
@@ -387,6 +389,44 @@ catalog! {
     CONTROL_NODE_GPU_MEMORY_USED = "skydeck.control.node_gpu_memory_used",
         "skydeck_control_node_gpu_memory_used_bytes", Gauge, Byte, NODE_ENGINE,
         "GPU memory in use on the node, summed over its GPUs, at its latest heartbeat.";
+    AGENT_ENGINE_UP = "skydeck.agent.engine_up", "skydeck_agent_engine_up", Gauge, Boolean,
+        AGENT_ENGINE,
+        "1 when the node's inference engine answered its health check at the last look (agent).";
+    AGENT_REQUESTS_RUNNING = "skydeck.agent.requests_running", "skydeck_agent_requests_running",
+        Gauge, Event, AGENT_ENGINE,
+        "Requests the engine is serving now, as the last heartbeat reported (agent).";
+    AGENT_REQUESTS_WAITING = "skydeck.agent.requests_waiting", "skydeck_agent_requests_waiting",
+        Gauge, Event, AGENT_ENGINE,
+        "Requests queued in the engine, as the last heartbeat reported (agent).";
+    AGENT_GENERATION_TOKENS = "skydeck.agent.generation_tokens",
+        "skydeck_agent_generation_tokens_total", Counter, Event, AGENT_ENGINE,
+        "Tokens the engine generated since it started (agent).";
+    AGENT_PROMPT_TOKENS = "skydeck.agent.prompt_tokens", "skydeck_agent_prompt_tokens_total",
+        Counter, Event, AGENT_ENGINE,
+        "Prompt tokens the engine processed since it started (agent).";
+    AGENT_GPU_UTILIZATION = "skydeck.agent.gpu_utilization", "skydeck_agent_gpu_utilization_ratio",
+        Gauge, Percent, AGENT_GPU,
+        "One GPU's utilization from NVML on the node (agent).";
+    AGENT_GPU_MEMORY_USED = "skydeck.agent.gpu_memory_used", "skydeck_agent_gpu_memory_used_bytes",
+        Gauge, Byte, AGENT_GPU,
+        "One GPU's memory in use from NVML on the node (agent).";
+    AGENT_GPU_MEMORY_TOTAL = "skydeck.agent.gpu_memory_total",
+        "skydeck_agent_gpu_memory_total_bytes", Gauge, Byte, AGENT_GPU,
+        "One GPU's total memory from NVML on the node (agent).";
+    AGENT_GPU_TEMPERATURE = "skydeck.agent.gpu_temperature",
+        "skydeck_agent_gpu_temperature_celsius", Gauge, Celsius, AGENT_GPU,
+        "One GPU's temperature from NVML on the node (agent).";
+    AGENT_GPU_POWER = "skydeck.agent.gpu_power", "skydeck_agent_gpu_power_watts", Gauge, Watt,
+        AGENT_GPU,
+        "One GPU's power draw from NVML on the node (agent).";
+    AGENT_REPORTS = "skydeck.agent.reports", "skydeck_agent_reports_total", Counter, Event,
+        RESULT,
+        "Registrations and heartbeats the agent sent, by result (ok, failed).";
+    AGENT_LAST_REPORT = "skydeck.agent.last_report_timestamp",
+        "skydeck_agent_last_report_timestamp_seconds", Gauge, Timestamp, NONE,
+        "Unix time of the agent's last report the control plane accepted.";
+    AGENT_DRAINING = "skydeck.agent.draining", "skydeck_agent_draining", Gauge, Boolean, NONE,
+        "1 while the agent drains its node (told to, or SIGTERM), until it exits.";
 }
 
 /// The catalog entry with this Prometheus name.
