@@ -75,7 +75,9 @@ impl ControlPlane {
             .send()
             .await
             // reqwest's error names the URL, never the Authorization header.
-            .map_err(|e| PostError::Transient(format!("{url}: cannot reach the control plane: {e}")))?;
+            .map_err(|e| {
+                PostError::Transient(format!("{url}: cannot reach the control plane: {e}"))
+            })?;
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         if status == 200 {

@@ -70,6 +70,8 @@ pub(crate) fn bounded(s: &str) -> String {
 impl Probe {
     /// A probe of `engine` serving at `base` (`http://127.0.0.1:8000`).
     pub fn new(engine: Engine, base: &str, timeout: Duration) -> anyhow::Result<Probe> {
+        // The engine is plain HTTP on loopback, but reqwest needs a TLS provider to build.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
             .timeout(timeout)

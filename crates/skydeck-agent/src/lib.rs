@@ -238,8 +238,9 @@ impl Agent {
         }
         let probe = Probe::new(cfg.engine, &cfg.engine_url, cfg.http_timeout)
             .map_err(|e| AgentError::Config(format!("engine client: {e}")))?;
-        let control = ControlPlane::new(&cfg.control_plane_url, cfg.token.clone(), cfg.http_timeout)
-            .map_err(|e| AgentError::Config(format!("control plane client: {e}")))?;
+        let control =
+            ControlPlane::new(&cfg.control_plane_url, cfg.token.clone(), cfg.http_timeout)
+                .map_err(|e| AgentError::Config(format!("control plane client: {e}")))?;
         let (metrics_listener, metrics_addr) = match cfg.metrics_addr {
             None => (None, None),
             Some(addr) => {
@@ -328,7 +329,10 @@ impl Agent {
             engine_version: self.probe.version().await,
             served_models: served_models.clone(),
         };
-        let cap = self.cfg.heartbeat_interval.unwrap_or(Duration::from_secs(30));
+        let cap = self
+            .cfg
+            .heartbeat_interval
+            .unwrap_or(Duration::from_secs(30));
         let mut backoff = Backoff::new(self.cfg.retry_base, cap.min(Duration::from_secs(30)));
         let mut reply = loop {
             match self.control.register(&register).await {

@@ -40,7 +40,11 @@ impl Snapshot {
     pub fn samples(&self, at: Timestamp) -> Vec<Sample> {
         let engine = self.engine.as_str();
         let e = &self.latest.engine;
-        let up = if e.health == EngineHealth::Ok { 1.0 } else { 0.0 };
+        let up = if e.health == EngineHealth::Ok {
+            1.0
+        } else {
+            0.0
+        };
         let mut out = vec![Sample::of(&catalog::AGENT_ENGINE_UP, up, at).tag("engine", engine)];
         for (def, v) in [
             (&catalog::AGENT_REQUESTS_RUNNING, e.requests_running),
@@ -71,7 +75,9 @@ impl Snapshot {
                 }
             }
         }
-        out.push(Sample::of(&catalog::AGENT_REPORTS, self.reports_ok as f64, at).tag("result", "ok"));
+        out.push(
+            Sample::of(&catalog::AGENT_REPORTS, self.reports_ok as f64, at).tag("result", "ok"),
+        );
         out.push(
             Sample::of(&catalog::AGENT_REPORTS, self.reports_failed as f64, at)
                 .tag("result", "failed"),
@@ -99,11 +105,8 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
         axum::routing::get(move |headers: HeaderMap| {
             let shared = Arc::clone(&shared);
             async move {
-                let format = Format::negotiate(
-                    headers
-                        .get(header::ACCEPT)
-                        .and_then(|v| v.to_str().ok()),
-                );
+                let format =
+                    Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
                 let samples = shared
                     .lock()
                     .expect("snapshot lock")

@@ -93,9 +93,7 @@ impl Page {
 
 /// The metric name a line starts with, when it starts with one.
 fn leading_name(line: &str) -> Option<&str> {
-    let end = line
-        .find(|c: char| !is_name_char(c))
-        .unwrap_or(line.len());
+    let end = line.find(|c: char| !is_name_char(c)).unwrap_or(line.len());
     let name = &line[..end];
     let first = name.chars().next()?;
     (!first.is_ascii_digit()).then_some(name)
@@ -139,13 +137,21 @@ fn parse_value(s: &str) -> Option<f64> {
         "+Inf" | "Inf" => Some(f64::INFINITY),
         "-Inf" => Some(f64::NEG_INFINITY),
         "NaN" => Some(f64::NAN),
-        _ if s.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) => s.parse().ok(),
+        _ if s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) =>
+        {
+            s.parse().ok()
+        }
         _ => None,
     }
 }
 
 /// Parses the labels after `{` up to the closing `}`; returns them and the text after `}`.
-fn parse_labels(mut s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+/// A series' labels, name and value.
+type Labels = Vec<(String, String)>;
+
+fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     loop {
         s = s.trim_start();
@@ -207,8 +213,15 @@ vllm:generation_tokens_created{engine="0",model_name="a/b"} 1.7e+09
         let p = Page::parse(VLLM);
         assert_eq!(p.sum("vllm:num_requests_running"), Ok(3.0));
         assert_eq!(p.sum("vllm:generation_tokens_total"), Ok(1234.0));
-        assert_eq!(p.samples()[0].labels[1], ("model_name".into(), "a/b".into()));
-        assert!(p.sum("vllm:num_requests_waiting").unwrap_err().contains("not on the page"));
+        assert_eq!(
+            p.samples()[0].labels[1],
+            ("model_name".into(), "a/b".into())
+        );
+        assert!(
+            p.sum("vllm:num_requests_waiting")
+                .unwrap_err()
+                .contains("not on the page")
+        );
     }
 
     #[test]
@@ -228,7 +241,12 @@ vllm:generation_tokens_created{engine="0",model_name="a/b"} 1.7e+09
         assert!(p.sum("b").unwrap_err().contains("NaN"), "{:?}", p.sum("b"));
         assert!(p.sum("c").unwrap_err().contains("line 4"));
         assert!(p.sum("d").unwrap_err().contains("\"one\" is not a number"));
-        assert!(Page::parse("e +Inf\n").sum("e").unwrap_err().contains("inf"));
+        assert!(
+            Page::parse("e +Inf\n")
+                .sum("e")
+                .unwrap_err()
+                .contains("inf")
+        );
     }
 
     #[test]

@@ -154,7 +154,7 @@ async fn insert(
             gpu_type: gpu,
             gpu_count: count,
             model_name: model,
-            use_spot: shape % 2 == 0,
+            use_spot: shape.is_multiple_of(2),
             disk_size: 256,
             engine: Engine::Vllm,
             image: None,

@@ -227,7 +227,11 @@ fn print_heartbeat(hb: Option<&Heartbeat>) {
     }
     println!("{:<20} {}", "requests_running", num(e.requests_running));
     println!("{:<20} {}", "requests_waiting", num(e.requests_waiting));
-    println!("{:<20} {}", "generation_tokens", num(e.generation_tokens_total));
+    println!(
+        "{:<20} {}",
+        "generation_tokens",
+        num(e.generation_tokens_total)
+    );
     println!("{:<20} {}", "prompt_tokens", num(e.prompt_tokens_total));
     println!("{:<20} {}", "served_models", hb.served_models.join(", "));
     println!("{:<20} {}", "uptime_seconds", hb.uptime_seconds);
@@ -310,9 +314,8 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<ExitCode> {
                 paths::for_cluster(paths::TERMINATE, &cluster_name),
                 if force { "?force=true" } else { "" }
             );
-            let resp: TerminateResponse = api
-                .call(reqwest::Method::POST, &path, None::<&()>)
-                .await?;
+            let resp: TerminateResponse =
+                api.call(reqwest::Method::POST, &path, None::<&()>).await?;
             if json_out {
                 print_json(&resp, false)?;
             } else {

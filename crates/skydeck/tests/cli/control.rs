@@ -366,7 +366,9 @@ fn lifecycle(db: TestDb) {
         "POST",
         "/v1/agent/heartbeat",
         Some(&token),
-        Some(json!({"node_id": node["node_id"], "engine": {"health": "ok", "requests_running": 3}})),
+        Some(
+            json!({"node_id": node["node_id"], "engine": {"health": "ok", "requests_running": 3}}),
+        ),
     );
     assert_eq!(code, 200, "{reply}");
     assert_eq!(reply["status"], "active");
@@ -404,7 +406,12 @@ fn lifecycle(db: TestDb) {
     assert_eq!(code, 200, "{resp}");
     assert_eq!(resp["status"], "draining");
     let beat = json!({"node_id": node["node_id"]});
-    let (_, reply) = plane.call("POST", "/v1/agent/heartbeat", Some(&token), Some(beat.clone()));
+    let (_, reply) = plane.call(
+        "POST",
+        "/v1/agent/heartbeat",
+        Some(&token),
+        Some(beat.clone()),
+    );
     assert_eq!(reply["order"], "drain");
     assert!(
         fleet.downs().is_empty(),
