@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use skydeck_contract::agent::env;
 
 use crate::node_config::NodeSpec;
 use crate::offerings::Provider;
@@ -20,7 +21,7 @@ pub const VLLM_VERSION: &str = "0.33.0";
 /// The port vLLM serves on.
 pub const VLLM_PORT: u16 = 8000;
 /// Where the control plane serves the agent binary.
-pub const AGENT_DOWNLOAD_PATH: &str = "/downloads/skydeck-linux-amd64";
+pub const AGENT_DOWNLOAD_PATH: &str = skydeck_contract::paths::AGENT_DOWNLOAD;
 
 /// What the task needs besides the node's spec.
 #[derive(Debug, Clone)]
@@ -116,17 +117,14 @@ impl<'a> Task<'a> {
             p => format!("{}/{}", p.infra_name(), spec.region),
         };
         let mut envs = BTreeMap::new();
-        envs.insert("SKYDECK_NODE_ID", spec.node_id.to_string());
-        envs.insert("SKYDECK_CLUSTER_NAME", cx.cluster_name.to_string());
-        envs.insert(
-            "SKYDECK_CONTROL_PLANE_URL",
-            cx.control_plane_url.to_string(),
-        );
-        envs.insert("SKYDECK_AGENT_SHA256", cx.agent_sha256.to_string());
-        envs.insert("SKYDECK_MODEL", spec.model.clone());
-        envs.insert("SKYDECK_VLLM_VERSION", VLLM_VERSION.to_string());
+        envs.insert(env::NODE_ID, spec.node_id.to_string());
+        envs.insert(env::CLUSTER_NAME, cx.cluster_name.to_string());
+        envs.insert(env::CONTROL_PLANE_URL, cx.control_plane_url.to_string());
+        envs.insert(env::AGENT_SHA256, cx.agent_sha256.to_string());
+        envs.insert(env::MODEL, spec.model.clone());
+        envs.insert(env::VLLM_VERSION, VLLM_VERSION.to_string());
         let mut secrets = BTreeMap::new();
-        secrets.insert("SKYDECK_AGENT_TOKEN", cx.agent_token);
+        secrets.insert(env::AGENT_TOKEN, cx.agent_token);
         let mut labels = BTreeMap::new();
         labels.insert("skydeck-node", cx.cluster_name);
         Task {
