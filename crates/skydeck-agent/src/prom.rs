@@ -49,12 +49,15 @@ impl Page {
                     page.poisoned.entry(s.name).or_insert(why);
                 }
                 Err(e) => {
-                    let why = format!("line {} does not parse: {e}", i + 1);
+                    // The reason names the family so a heartbeat's `detail` says which
+                    // field went missing and why.
                     match leading_name(line) {
                         Some(name) => {
+                            let why = format!("{name}: line {} does not parse: {e}", i + 1);
                             page.poisoned.entry(name.to_string()).or_insert(why);
                         }
                         None => {
+                            let why = format!("line {} does not parse: {e}", i + 1);
                             page.unattributed.get_or_insert(why);
                         }
                     }
