@@ -12,6 +12,8 @@
 #   --no-build         use the existing target/release/skydeck
 #   --no-write         print the report only; leave docs/benchmarks.md alone
 #   --notes FILE       Markdown appended to the section (observations of a person)
+#   --agents N         simulated heartbeating agents (default 2000)
+#   --heartbeat-duration D  length of the steady heartbeat run (default 60s)
 #
 # Per database: a fresh database, `skydeck control --no-reconciler` (API only, never talks to
 # SkyPilot), 10,000 nodes seeded through POST /admin/nodes/launch (5 request bodies, 2,000 each,
@@ -21,7 +23,11 @@
 # distribution. Where the time goes: each endpoint again one request at a time (hey -n 500 -c 1,
 # no rate limit: the service time and the server's CPU per request) and the two SQL queries alone
 # through the database's own CLI (500 each); finally 100 launches at once (hey -n 100 -c 100),
-# checked by counting the rows in the database and through the list API. Target (the issue): p99 < 10 ms on both reads.
+# checked by counting the rows in the database and through the list API; last, 2,000 simulated
+# agents (examples/store_bench.rs seed: nodes with known tokens, walked to active) heartbeating
+# every 30 s for --heartbeat-duration over loopback (examples/heartbeat_load.rs, the contract's
+# Heartbeat body), then all 2,000 at once (200 in flight): heartbeat p99 and the server's CPU per
+# 1,000 heartbeats. Target (the issue): p99 < 10 ms on both reads.
 #
 # Writes its section of docs/benchmarks.md (below the "other benchmarks" marker, between the
 # control.sh begin/end markers, so scripts/bench/collect.sh keeps it) and prints it on stdout;
@@ -51,6 +57,9 @@ WORKERS=20         # hey -c
 QPS_PER_WORKER=50  # hey -q: 20 × 50 = 1,000 requests/s
 BURST=100          # concurrent launches
 TARGET_MS=10       # p99 target
+AGENTS=2000        # simulated agents
+HB_DURATION=60s    # steady heartbeat run
+HB_INTERVAL=30     # seconds between one agent's heartbeats
 
 log() { printf 'control-bench: %s\n' "$*" >&2; }
 die() { printf 'control-bench: error: %s\n' "$*" >&2; exit 1; }
@@ -65,6 +74,8 @@ while (($#)); do
     --no-build) BUILD=0; shift ;;
     --no-write) WRITE=0; shift ;;
     --notes) NOTES=${2:?}; shift 2 ;;
+    --agents) AGENTS=${2:?}; shift 2 ;;
+    --heartbeat-duration) HB_DURATION=${2:?}; shift 2 ;;
     -h|--help) usage ;;
     *) log "unknown argument '$1'"; usage ;;
   esac
@@ -72,6 +83,8 @@ done
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
 [[ $DURATION =~ ^[1-9][0-9]*s$ ]] || die "--duration must be whole seconds, like 10s"
 [[ -z $DB_CONNECTIONS || $DB_CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "--db-connections must be a positive integer"
+[[ $AGENTS =~ ^[1-9][0-9]*$ ]] || die "--agents must be a positive integer"
+[[ $HB_DURATION =~ ^[1-9][0-9]*s$ ]] || die "--heartbeat-duration must be whole seconds, like 60s"
 [[ -z $NOTES || -f $NOTES ]] || die "--notes: $NOTES not found"
 IFS=, read -r -a DB_LIST <<<"$DATABASES"
 for d in "${DB_LIST[@]}"; do
@@ -135,7 +148,8 @@ waited() {
 if ((BUILD)); then
   for attempt in 1 2 3; do
     log "cargo build --release -p skydeck (attempt $attempt)"
-    if (cd "$REPO" && waited cargo build --release -p skydeck >&2); then break; fi
+    if (cd "$REPO" && waited cargo build --release -p skydeck >&2 &&
+      waited cargo build --release -p skydeck-control --example store_bench --example heartbeat_load >&2); then break; fi
     ((attempt < 3)) || die "the release build failed 3 times"
     log "build failed (someone may be mid-edit); retrying in 60 s"
     sleep 60
@@ -145,6 +159,10 @@ fi
 # A copy, so a rebuild by someone else during the run does not swap the binary under us.
 BIN=$TMP/skydeck
 cp "$REPO/target/release/skydeck" "$BIN"
+for ex in store_bench heartbeat_load; do
+  [[ -x $REPO/target/release/examples/$ex ]] || die "target/release/examples/$ex not found (run without --no-build)"
+  cp "$REPO/target/release/examples/$ex" "$TMP/$ex"
+done
 BIN_VERSION=$("$BIN" --version 2>/dev/null || echo "skydeck ?")
 BIN_BUILT=$(date -u -r "$REPO/target/release/skydeck" '+%Y-%m-%d %H:%M UTC')
 GIT_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "?")
@@ -245,11 +263,13 @@ api_names() {
   done
 }
 
-# The columns the server selects (crates/skydeck-control/src/db.rs, COLUMNS).
+# The columns the store selects for a page (crates/skydeck-control/src/store/nodes.rs; migration
+# 2 renamed vllm_args to engine_args and added engine, image and the latest heartbeat).
 COLUMNS="id, cluster_name, provider, region, gpu_type, gpu_count, model_name, use_spot, disk_size, \
-vllm_args, status, status_reason, created_at, updated_at, launch_intent_at, launch_request_id, \
+engine_args, status, status_reason, created_at, updated_at, launch_intent_at, launch_request_id, \
 launching_at, initializing_at, active_at, unhealthy_at, draining_at, terminated_at, failed_at, \
-drain_force, down_intent_at, down_request_id, hourly_price, last_heartbeat_at, attempts, next_attempt_at"
+drain_force, down_intent_at, down_request_id, hourly_price, last_heartbeat_at, attempts, next_attempt_at, \
+engine, image, heartbeat"
 
 # Milliseconds per execution of SQL $2 on database $1, run 500 times by the database's CLI
 # (output discarded; psql's include a loopback round trip each, like the server's).
@@ -378,6 +398,32 @@ bench_db() {
   printf '* %s — %s, %s concurrent launches: %s answered, %s non-2xx; rows %s → %s (database), %s (list API)\n' \
     "$burst_ok" "$label" "$BURST" "$bn" "$bbad" "$before" "$after" "$api_after" >>"$TMP/verdicts.md"
 
+  # Heartbeats: simulated agents with real tokens, steady then all at once.
+  log "$label: seeding $AGENTS agents (active nodes with known tokens)"
+  waited "$TMP/store_bench" seed --database-url "$url" --agents "$AGENTS" --tokens "$TMP/tokens.txt" \
+    >"$RAW/$db-agents-seed.txt" 2>&1 || { cat "$RAW/$db-agents-seed.txt" >&2; die "seeding the agents failed"; }
+  local hb_rows="" mode hb_args line
+  for mode in steady burst; do
+    if [[ $mode == steady ]]; then
+      hb_args=(--mode steady --interval "$HB_INTERVAL" --duration "${HB_DURATION%s}")
+      log "$label: $AGENTS agents heartbeating every ${HB_INTERVAL} s for $HB_DURATION"
+    else
+      hb_args=(--mode burst --concurrency 200)
+      log "$label: $AGENTS heartbeats at once (200 in flight)"
+    fi
+    st0=$(server_ticks)
+    waited "$TMP/heartbeat_load" --base "$BASE" --tokens "$TMP/tokens.txt" "${hb_args[@]}" \
+      >"$RAW/$db-heartbeats-$mode.txt" 2>"$RAW/$db-heartbeats-$mode.err" ||
+      { cat "$RAW/$db-heartbeats-$mode.err" >&2; die "the heartbeat load failed"; }
+    st1=$(server_ticks)
+    # requests ok non2xx errors p50_ms p90_ms p99_ms max_ms rps
+    read -r h_n h_ok h_bad h_err h_p50 h_p90 h_p99 h_max h_rps <"$RAW/$db-heartbeats-$mode.txt"
+    sc=$(awk -v a="$st0" -v b="$st1" -v hz="$CLK_TCK" -v n="$h_n" 'BEGIN { printf "%.0f", 1e6 * (b - a) / hz / n }')
+    hb_rows+="| $mode | $h_n | $h_rps | $h_ok | $((h_bad + h_err)) | $h_p50 | $h_p90 | $h_p99 | $h_max | $sc | $(verdict "$h_p99") |"$'\n'
+    printf '* %s — %s, heartbeats (%s): p99 %s ms, %s of %s accepted; server CPU %s ms per 1,000 heartbeats\n' \
+      "$(verdict "$h_p99")" "$label" "$mode" "$h_p99" "$h_ok" "$h_n" "$sc" >>"$TMP/verdicts.md"
+  done
+
   local log_errors
   log_errors=$(grep -cw ERROR "$RAW/$db-server.log" || true)
   stop_server
@@ -397,6 +443,11 @@ bench_db() {
     printf '|---|---|---|---|---|---|---|\n'
     printf '%s' "$srows"
     printf '\nThe SQL alone, through the database CLI (500 runs, output discarded): list page (`ORDER BY created_at, id LIMIT 100`) %s ms, one node by `cluster_name` %s ms per query.\n\n' "$q_list" "$q_status"
+    printf 'Heartbeats — %s simulated agents (`examples/heartbeat_load.rs`, the contract'"'"'s `Heartbeat` body with engine numbers and one GPU, each agent its own token and node): `steady`, each agent every %s s for %s, first beats spread over the first interval; `burst`, all %s at once, 200 in flight (a control plane back after an outage). Server CPU is the server process'"'"'s user+system time over the run:\n\n' "$AGENTS" "$HB_INTERVAL" "$HB_DURATION" "$AGENTS"
+    printf '| mode | heartbeats | requests/s | accepted | failed | p50 ms | p90 ms | p99 ms | max ms | server CPU ms per 1,000 | p99 < %s ms |\n' "$TARGET_MS"
+    printf '|---|---|---|---|---|---|---|---|---|---|---|\n'
+    printf '%s' "$hb_rows"
+    printf '\n'
     printf 'Server log: %s ERROR lines.\n\n' "$log_errors"
   } >>"$TMP/report.md"
 }
