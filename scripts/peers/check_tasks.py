@@ -533,8 +533,15 @@ def check_task(sky, yaml_utils, path, entry):
          f'use_spot {r.use_spot} != {rr["use_spot"]}')
     want(int(r.disk_size) == int(rr['disk_size']),
          f'disk_size {r.disk_size} != {rr["disk_size"]}')
-    want(list(r.ports or []) == [str(rr['ports'])],
-         f'ports {r.ports} != [{rr["ports"]!r}]')
+    # skydeck writes a list (the engine's port, the agent's metrics port); one port is
+    # still read as written before.
+    raw_ports = rr['ports'] if isinstance(rr['ports'], list) else [rr['ports']]
+    want(list(r.ports or []) == [str(p) for p in raw_ports],
+         f'ports {r.ports} != {raw_ports!r}')
+    if 'image_id' in rr:
+        # SkyPilot keys the image by region; the value must be the one written.
+        want(list((r.image_id or {}).values()) == [rr['image_id']],
+             f'image_id {r.image_id} != {rr["image_id"]!r}')
     want(dict(r.labels or {}) == {k: str(v) for k, v in rr['labels'].items()},
          f'labels {r.labels} != {rr["labels"]}')
     exp = entry.get('expect')
