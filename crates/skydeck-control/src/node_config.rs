@@ -260,6 +260,12 @@ impl NodeConfig {
         }
         let image = match self.image.as_deref() {
             None => None,
+            Some(_) if !runs_images(provider) => {
+                return Err(invalid(
+                    "image",
+                    format!("SkyPilot runs no container images on {provider}; omit image"),
+                ));
+            }
             Some(i) if IMAGE_RE.is_match(i) && !i.contains("..") && !i.contains("//") => {
                 Some(i.to_string())
             }
@@ -317,6 +323,12 @@ impl NodeConfig {
             engine_args,
         })
     }
+}
+
+/// Whether SkyPilot can run the engine in a container image (`image_id: docker:…`) on
+/// `provider`: not on OCI, where its launch refuses docker images.
+pub fn runs_images(provider: Provider) -> bool {
+    provider != Provider::Oci
 }
 
 fn part_ok(part: &str) -> bool {
@@ -558,6 +570,16 @@ mod tests {
             assert_eq!(err.field, "image", "{bad}");
             assert!(err.rule.contains("docker:repository"), "{err}");
         }
+        let oci = NodeConfig {
+            provider: "oci".into(),
+            region: "us-ashburn-1".into(),
+            gpu: "A100".into(),
+            use_spot: None,
+            image: Some("docker:vllm/vllm-openai:v0.33.0".into()),
+            ..seed_basic()
+        };
+        let err = oci.validate(&Rules::default()).unwrap_err();
+        assert_eq!(err.field, "image", "{err}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use skydeck_contract::Engine;
-use skydeck_control::node_config::{NodeConfig, NodeSpec, Rules};
+use skydeck_control::node_config::{NodeConfig, NodeSpec, Rules, runs_images};
 use skydeck_control::offerings::{GPU_COUNTS, OFFERINGS, PROVIDERS, Provider, gpu_counts};
 use skydeck_control::task::{self, TaskContext};
 
@@ -163,7 +163,7 @@ fn all_tasks() -> Vec<Value> {
             Some(VLLM_ARGS),
         ));
     }
-    // llama.cpp, and an image in resources.image_id, on every provider.
+    // llama.cpp, and an image in resources.image_id, on every provider that runs images.
     for p in PROVIDERS {
         let base = NodeConfig {
             provider: p.as_str().into(),
@@ -179,7 +179,13 @@ fn all_tasks() -> Vec<Value> {
             image: Some("docker:ghcr.io/ggml-org/llama.cpp:server-cuda".into()),
             ..base.clone()
         };
-        for cfg in [base, with_image] {
+        // Validation refuses an image where SkyPilot runs none (OCI).
+        let cfgs = if runs_images(p) {
+            vec![base, with_image]
+        } else {
+            vec![base]
+        };
+        for cfg in cfgs {
             specs.push(
                 cfg.validate(&Rules::default())
                     .unwrap_or_else(|e| panic!("validation rejects {cfg:?}: {e}")),

@@ -14,7 +14,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::AppState;
-use crate::node_config::{DEFAULT_DISK, DISK_RANGE, IMAGE, Rules};
+use crate::node_config::{DEFAULT_DISK, DISK_RANGE, IMAGE, Rules, runs_images};
 use crate::offerings::{OFFERINGS, Provider, gpu_counts};
 
 #[derive(OpenApi)]
@@ -119,6 +119,11 @@ pub fn node_config_schema(rules: &Rules) -> Value {
             } else {
                 json!({"enum": [false, null], "description": format!("{p} has no spot capacity")})
             };
+            let image = if runs_images(p) {
+                json!({})
+            } else {
+                json!({"type": "null", "description": format!("SkyPilot runs no container images on {p}")})
+            };
             json!({
                 "type": "object",
                 "title": p.as_str(),
@@ -127,6 +132,7 @@ pub fn node_config_schema(rules: &Rules) -> Value {
                     "region": region,
                     "gpu": {"type": "string", "pattern": gpu_pattern(p)},
                     "use_spot": use_spot,
+                    "image": image,
                 }
             })
         })
