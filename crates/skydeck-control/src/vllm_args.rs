@@ -1,13 +1,15 @@
-//! `vllm_args`: the one free-text field of a launch request. It is split like a shell would
-//! split it (`shlex`), every flag must be on an allow-list with a value of the right shape, and
-//! the result is a list of separate arguments that the task passes to vLLM one by one, each
-//! quoted. Nothing in it can become shell syntax, another flag of skydeck's own
-//! (`--model`, `--host`, `--port`) or an option that makes vLLM execute code from the model
-//! repository (`--trust-remote-code`).
+//! `engine_args` (seed 003's `vllm_args`): the one free-text field of a launch request. It is
+//! split like a shell would split it (`shlex`), every flag must be on the engine's allow-list
+//! (vLLM's or llama.cpp's) with a value of the right shape, and the result is a list of
+//! separate arguments that the task passes to the engine one by one, each quoted. Nothing in it
+//! can become shell syntax, another flag of skydeck's own (`--model`, `--host`, `--port`) or an
+//! option that makes the engine execute code from the model repository
+//! (`--trust-remote-code`) or read or serve files of the node (`--path`, `--lora`).
 
 use std::sync::LazyLock;
 
 use regex::Regex;
+use skydeck_contract::Engine;
 
 /// The shape a flag's value must have.
 #[derive(Debug, Clone, Copy)]
@@ -18,6 +20,8 @@ enum Shape {
     Int(i64, i64),
     /// A decimal number in the range (exclusive low, inclusive high).
     Fraction(f64, f64),
+    /// A decimal number in the range (both ends inclusive: a temperature of 0 is greedy).
+    Decimal(f64, f64),
     /// One of the listed words.
     OneOf(&'static [&'static str]),
     /// A name: letters, digits and `._-/`, up to 128 characters.
@@ -79,6 +83,61 @@ const FLAGS: &[(&str, Shape)] = &[
     ("--disable-log-stats", Shape::Switch),
 ];
 
+/// The allowed llama.cpp flags. Each is a real `llama-server` option; only the long spelling
+/// is accepted, so one list covers each option once.
+const LLAMACPP_FLAGS: &[(&str, Shape)] = &[
+    ("--ctx-size", Shape::Int(0, 10_000_000)),
+    ("--n-gpu-layers", Shape::Int(0, 100_000)),
+    ("--parallel", Shape::Int(1, 1024)),
+    ("--threads", Shape::Int(1, 1024)),
+    ("--threads-batch", Shape::Int(1, 1024)),
+    ("--batch-size", Shape::Int(1, 10_000_000)),
+    ("--ubatch-size", Shape::Int(1, 10_000_000)),
+    ("--n-predict", Shape::Int(0, 10_000_000)),
+    ("--seed", Shape::Int(0, u32::MAX as i64)),
+    ("--temp", Shape::Decimal(0.0, 10.0)),
+    ("--top-k", Shape::Int(0, 100_000)),
+    ("--top-p", Shape::Decimal(0.0, 1.0)),
+    ("--min-p", Shape::Decimal(0.0, 1.0)),
+    ("--repeat-penalty", Shape::Decimal(0.0, 10.0)),
+    ("--main-gpu", Shape::Int(0, 63)),
+    ("--split-mode", Shape::OneOf(&["none", "layer", "row"])),
+    ("--flash-attn", Shape::OneOf(&["on", "off", "auto"])),
+    (
+        "--cache-type-k",
+        Shape::OneOf(&[
+            "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1",
+        ]),
+    ),
+    (
+        "--cache-type-v",
+        Shape::OneOf(&[
+            "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1",
+        ]),
+    ),
+    ("--alias", Shape::Name),
+    ("--cont-batching", Shape::Switch),
+    ("--no-cont-batching", Shape::Switch),
+    ("--no-mmap", Shape::Switch),
+    ("--mlock", Shape::Switch),
+    ("--jinja", Shape::Switch),
+];
+
+/// llama.cpp flags skydeck sets itself or that reach beyond the model, with the reason.
+const LLAMACPP_RESERVED: &[(&str, &str)] = &[
+    ("--model", "the model comes from the `model` field"),
+    ("-m", "the model comes from the `model` field"),
+    ("--hf-repo", "the model comes from the `model` field"),
+    ("-hf", "the model comes from the `model` field"),
+    ("--host", "skydeck binds llama-server itself"),
+    ("--port", "skydeck serves llama-server on port 8000"),
+    ("--metrics", "skydeck always enables the metrics endpoint"),
+    ("--api-key", "credentials never go in engine_args"),
+    ("--api-key-file", "it reads a file of the node"),
+    ("--path", "it serves files of the node"),
+    ("--lora", "it loads files of the node"),
+];
+
 /// Flags skydeck sets itself, with the reason a request may not.
 const RESERVED: &[(&str, &str)] = &[
     ("--model", "the model comes from the `model` field"),
@@ -97,44 +156,63 @@ pub const MAX_LEN: usize = 2048;
 static NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$").expect("regex"));
 
-/// Splits and checks `vllm_args`. The error says which argument broke which rule.
+/// Splits and checks `vllm_args` against vLLM's allow-list. The error says which argument broke
+/// which rule.
 pub fn parse(text: &str) -> Result<Vec<String>, String> {
+    parse_with(text, "vLLM", FLAGS, RESERVED)
+}
+
+/// Splits and checks `engine_args` against `engine`'s allow-list. The error names the argument
+/// by its position (`[2]`, counting the split words from 0) and says what was expected.
+pub fn parse_for(engine: Engine, text: &str) -> Result<Vec<String>, String> {
+    match engine {
+        Engine::Vllm => parse(text),
+        Engine::Llamacpp => parse_with(text, "llama.cpp", LLAMACPP_FLAGS, LLAMACPP_RESERVED),
+    }
+}
+
+fn parse_with(
+    text: &str,
+    engine: &str,
+    flags: &[(&str, Shape)],
+    reserved: &[(&str, &str)],
+) -> Result<Vec<String>, String> {
     if text.len() > MAX_LEN {
         return Err(format!("is longer than {MAX_LEN} bytes"));
     }
     let words = shlex::split(text).ok_or("has an unbalanced quote or a trailing backslash")?;
     let mut out = Vec::with_capacity(words.len());
-    let mut it = words.into_iter().peekable();
-    while let Some(word) = it.next() {
+    let mut it = words.into_iter().enumerate().peekable();
+    while let Some((at, word)) = it.next() {
         let (flag, inline) = match word.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (word.clone(), None),
         };
-        if let Some((_, why)) = RESERVED.iter().find(|(f, _)| *f == flag) {
-            return Err(format!("may not set {flag}: {why}"));
+        if let Some((_, why)) = reserved.iter().find(|(f, _)| *f == flag) {
+            return Err(format!("[{at}] may not set {flag}: {why}"));
         }
-        let Some((_, shape)) = FLAGS.iter().find(|(f, _)| *f == flag) else {
+        let Some((_, shape)) = flags.iter().find(|(f, _)| *f == flag) else {
             return Err(format!(
-                "has {} which is not an allowed vLLM flag (allowed: {})",
+                "[{at}] has {} which is not an allowed {engine} flag (allowed: {})",
                 printable(&flag),
-                FLAGS.iter().map(|(f, _)| *f).collect::<Vec<_>>().join(", ")
+                flags.iter().map(|(f, _)| *f).collect::<Vec<_>>().join(", ")
             ));
         };
         if let Shape::Switch = shape {
             if inline.is_some() {
-                return Err(format!("{flag} takes no value"));
+                return Err(format!("[{at}] {flag} takes no value"));
             }
             out.push(flag);
             continue;
         }
-        let value = match inline {
-            Some(v) => v,
-            None => match it.next_if(|w| !w.starts_with("--")) {
+        let (value_at, value) = match inline {
+            Some(v) => (at, v),
+            None => match it.next_if(|(_, w)| !w.starts_with("--")) {
                 Some(v) => v,
-                None => return Err(format!("{flag} needs a value")),
+                None => return Err(format!("[{at}] {flag} needs a value")),
             },
         };
-        check(&flag, *shape, &value)?;
+        check(&flag, *shape, &value).map_err(|e| format!("[{value_at}] {e}"))?;
         out.push(flag);
         out.push(value);
     }
@@ -152,6 +230,11 @@ fn check(flag: &str, shape: Shape, value: &str) -> Result<(), String> {
                 && value.bytes().all(|b| b.is_ascii_digit() || b == b'.')
                 && value.parse::<f64>().is_ok_and(|v| v > lo && v <= hi)
         }
+        Shape::Decimal(lo, hi) => {
+            value.len() <= 12
+                && value.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+                && value.parse::<f64>().is_ok_and(|v| v >= lo && v <= hi)
+        }
         Shape::OneOf(words) => words.contains(&value),
         Shape::Name => NAME.is_match(value) && !value.contains(".."),
     };
@@ -162,6 +245,7 @@ fn check(flag: &str, shape: Shape, value: &str) -> Result<(), String> {
         Shape::Switch => String::new(),
         Shape::Int(lo, hi) => format!("an integer from {lo} to {hi}"),
         Shape::Fraction(lo, hi) => format!("a number above {lo} and at most {hi}"),
+        Shape::Decimal(lo, hi) => format!("a number from {lo} to {hi}"),
         Shape::OneOf(words) => format!("one of {}", words.join(", ")),
         Shape::Name => "a name of letters, digits and ._-/ (at most 128)".into(),
     };
@@ -215,5 +299,33 @@ mod tests {
             assert!(err.contains(needle), "{input}: {err}");
         }
         assert!(parse(&"--enforce-eager ".repeat(200)).is_err());
+    }
+
+    #[test]
+    fn llamacpp_flags_have_their_own_list() {
+        assert_eq!(
+            parse_for(Engine::Llamacpp, "--ctx-size 8192 --temp 0 --jinja").unwrap(),
+            ["--ctx-size", "8192", "--temp", "0", "--jinja"]
+        );
+        for (input, needle) in [
+            (
+                "--ctx-size 8192 --n-gpu-layers x",
+                "[3] --n-gpu-layers has value \"x\" but expects an integer",
+            ),
+            (
+                "--tensor-parallel-size 2",
+                "[0] has \"--tensor-parallel-size\" which is not an allowed llama.cpp flag",
+            ),
+            ("-c 4096", "not an allowed llama.cpp flag"),
+            ("--jinja --hf-repo evil/model", "[1] may not set --hf-repo"),
+            ("--path /etc", "serves files"),
+            ("--temp 11", "expects a number from 0 to 10"),
+            ("--threads=$(id)", "[0] --threads has value"),
+        ] {
+            let err = parse_for(Engine::Llamacpp, input).unwrap_err();
+            assert!(err.contains(needle), "{input}: {err}");
+        }
+        // And the other way: a llama.cpp flag is not a vLLM one.
+        assert!(parse_for(Engine::Vllm, "--ctx-size 1").is_err());
     }
 }

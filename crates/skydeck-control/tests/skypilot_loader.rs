@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
-use skydeck_control::node_config::{NodeConfig, NodeSpec, Rules};
+use skydeck_contract::Engine;
+use skydeck_control::node_config::{NodeConfig, NodeSpec, Rules, runs_images};
 use skydeck_control::offerings::{GPU_COUNTS, OFFERINGS, PROVIDERS, Provider, gpu_counts};
 use skydeck_control::task::{self, TaskContext};
 
@@ -106,7 +107,12 @@ fn entry(spec: &NodeSpec) -> Value {
         } else {
             "/vllm-args"
         },
-    );
+    ) + match (spec.engine, spec.image.is_some()) {
+        (Engine::Vllm, false) => "",
+        (Engine::Vllm, true) => "/vllm-image",
+        (Engine::Llamacpp, false) => "/llamacpp",
+        (Engine::Llamacpp, true) => "/llamacpp-image",
+    };
     json!({
         "id": id,
         "yaml": task::render(spec, &cx),
@@ -156,6 +162,35 @@ fn all_tasks() -> Vec<Value> {
             off.spot,
             Some(VLLM_ARGS),
         ));
+    }
+    // llama.cpp, and an image in resources.image_id, on every provider that runs images.
+    for p in PROVIDERS {
+        let base = NodeConfig {
+            provider: p.as_str().into(),
+            region: regions(p)[0].into(),
+            gpu: p.offering().gpus[0].into(),
+            model: "Qwen/Qwen2.5-7B-Instruct-GGUF:Q4_K_M".into(),
+            engine: Some(Engine::Llamacpp),
+            engine_args: Some("--ctx-size 8192 --n-gpu-layers 99".into()),
+            use_spot: Some(false),
+            ..NodeConfig::default()
+        };
+        let with_image = NodeConfig {
+            image: Some("docker:ghcr.io/ggml-org/llama.cpp:server-cuda".into()),
+            ..base.clone()
+        };
+        // Validation refuses an image where SkyPilot runs none (OCI).
+        let cfgs = if runs_images(p) {
+            vec![base, with_image]
+        } else {
+            vec![base]
+        };
+        for cfg in cfgs {
+            specs.push(
+                cfg.validate(&Rules::default())
+                    .unwrap_or_else(|e| panic!("validation rejects {cfg:?}: {e}")),
+            );
+        }
     }
     let mut seen = std::collections::HashSet::new();
     specs

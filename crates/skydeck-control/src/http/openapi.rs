@@ -14,7 +14,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::AppState;
-use crate::node_config::{DEFAULT_DISK, DISK_RANGE, Rules};
+use crate::node_config::{DEFAULT_DISK, DISK_RANGE, IMAGE, Rules, runs_images};
 use crate::offerings::{OFFERINGS, Provider, gpu_counts};
 
 #[derive(OpenApi)]
@@ -92,6 +92,8 @@ pub fn gpu_pattern(provider: Provider) -> String {
 
 /// One part of a Hugging Face model id (validation's `MODEL_PART`).
 const MODEL_PART: &str = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?";
+/// A llama.cpp quantization suffix (validation's `QUANT`).
+const QUANT: &str = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}";
 /// A kubeconfig context name (validation's `CONTEXT`).
 const CONTEXT: &str = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,252}$";
 /// A UUID in any spelling `uuid::Uuid::try_parse` reads.
@@ -117,6 +119,11 @@ pub fn node_config_schema(rules: &Rules) -> Value {
             } else {
                 json!({"enum": [false, null], "description": format!("{p} has no spot capacity")})
             };
+            let image = if runs_images(p) {
+                json!({})
+            } else {
+                json!({"type": "null", "description": format!("SkyPilot runs no container images on {p}")})
+            };
             json!({
                 "type": "object",
                 "title": p.as_str(),
@@ -125,6 +132,7 @@ pub fn node_config_schema(rules: &Rules) -> Value {
                     "region": region,
                     "gpu": {"type": "string", "pattern": gpu_pattern(p)},
                     "use_spot": use_spot,
+                    "image": image,
                 }
             })
         })
@@ -142,21 +150,24 @@ pub fn node_config_schema(rules: &Rules) -> Value {
             "gpu": {"type": "string", "description": "A GPU the provider offers, optionally :count"},
             "model": {
                 "type": "string",
-                "description": "Hugging Face model id, org/name",
-                "maxLength": 193,
+                "description": "Hugging Face model id, org/name; for engine llamacpp a GGUF repository, optionally org/name:QUANT (llama-server -hf)",
+                "maxLength": 226,
                 "allOf": [
-                    {"pattern": format!("^{MODEL_PART}/{MODEL_PART}$")},
+                    {"pattern": format!("^{MODEL_PART}/{MODEL_PART}(:{QUANT})?$")},
                     {"not": {"pattern": r"(--|\.\.)"}}
                 ]
             },
             "use_spot": {"type": ["boolean", "null"]},
             "disk_size": {"type": ["integer", "null"], "minimum": DISK_RANGE.start(), "maximum": DISK_RANGE.end(), "default": DEFAULT_DISK},
             "engine": {"enum": ["vllm", "llamacpp", null], "default": "vllm"},
-            "image": {"type": ["string", "null"], "description": "A container image for the engine (docker:…)"},
+            "image": {"type": ["string", "null"], "description": "A container image with the engine (docker:repository[:tag][@sha256:digest], no registry port); the node then installs no engine", "pattern": IMAGE, "not": {"type": "string", "pattern": r"(\.\.|//)"}},
             "engine_args": {"type": ["string", "null"], "maxLength": crate::vllm_args::MAX_LEN, "description": "Extra engine flags from the engine's allow-list"},
             "vllm_args": {"type": ["string", "null"], "maxLength": crate::vllm_args::MAX_LEN, "deprecated": true, "description": "Seed 003's name of engine_args"}
         },
         "not": {"required": ["engine_args", "vllm_args"]},
+        // The `:QUANT` suffix is llama.cpp's only.
+        "if": {"required": ["engine"], "properties": {"engine": {"const": "llamacpp"}}},
+        "else": {"properties": {"model": {"not": {"pattern": ":"}}}},
         "oneOf": branches,
     })
 }
