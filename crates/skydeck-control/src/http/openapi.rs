@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::AppState;
 use crate::node_config::{DEFAULT_DISK, DISK_RANGE, Rules};
-use crate::offerings::{OFFERINGS, Provider, gpu_counts};
+use crate::offerings::{OFFERINGS, PROVIDERS, Provider, gpu_counts};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -129,6 +129,7 @@ pub fn node_config_schema(rules: &Rules) -> Value {
             })
         })
         .collect();
+    let engine_args = crate::vllm_args::pattern();
     let uuid_nil = r"^(urn:uuid:|\{)?0{8}-?0{4}-?0{4}-?0{4}-?0{12}\}?$";
     json!({
         "type": "object",
@@ -153,8 +154,8 @@ pub fn node_config_schema(rules: &Rules) -> Value {
             "disk_size": {"type": ["integer", "null"], "minimum": DISK_RANGE.start(), "maximum": DISK_RANGE.end(), "default": DEFAULT_DISK},
             "engine": {"enum": ["vllm", "llamacpp", null], "default": "vllm"},
             "image": {"type": ["string", "null"], "description": "A container image for the engine (docker:…)"},
-            "engine_args": {"type": ["string", "null"], "maxLength": crate::vllm_args::MAX_LEN, "description": "Extra engine flags from the engine's allow-list"},
-            "vllm_args": {"type": ["string", "null"], "maxLength": crate::vllm_args::MAX_LEN, "deprecated": true, "description": "Seed 003's name of engine_args"}
+            "engine_args": {"type": ["string", "null"], "maxLength": crate::vllm_args::MAX_LEN, "pattern": engine_args, "description": "Extra engine flags from the engine's allow-list, separated by whitespace (shell quoting is read too)"},
+            "vllm_args": {"type": ["string", "null"], "maxLength": crate::vllm_args::MAX_LEN, "pattern": engine_args, "deprecated": true, "description": "Seed 003's name of engine_args"}
         },
         "not": {"required": ["engine_args", "vllm_args"]},
         "oneOf": branches,
@@ -166,6 +167,14 @@ pub fn document(rules: &Rules) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
     doc["openapi"] = json!("3.1.0");
     doc["components"]["schemas"]["NodeConfig"] = node_config_schema(rules);
+    // utoipa's parameter attributes have no `enum`: the provider filter's values are set here,
+    // from the same table the handler checks them against.
+    let providers: Vec<&str> = PROVIDERS.iter().map(|p| p.as_str()).collect();
+    if let Some(params) = doc["paths"]["/admin/nodes"]["get"]["parameters"].as_array_mut() {
+        for p in params.iter_mut().filter(|p| p["name"] == "provider") {
+            p["schema"] = json!({"type": "string", "enum": providers});
+        }
+    }
     doc
 }
 
