@@ -75,16 +75,20 @@ fn caseless(name: &str) -> String {
         .collect()
 }
 
-/// The GPU pattern of `provider`: each GPU it offers, optionally `:count` with the counts it
-/// offers that GPU in (leading zeros parse as validation parses them).
+/// The GPU pattern of `provider`: each GPU it offers with `:count`, a count it offers that
+/// GPU in (leading zeros parse as validation parses them). The count may be left out only
+/// where one GPU is offered: validation reads a bare name as a count of 1 (GCP has H200 in
+/// eights only, so a bare `H200` is refused there).
 pub fn gpu_pattern(provider: Provider) -> String {
     let alts: Vec<String> = provider
         .offering()
         .gpus
         .iter()
         .map(|g| {
-            let counts: Vec<String> = gpu_counts(provider, g).iter().map(u32::to_string).collect();
-            format!("{}(:0*({}))?", caseless(g), counts.join("|"))
+            let offered = gpu_counts(provider, g);
+            let counts: Vec<String> = offered.iter().map(u32::to_string).collect();
+            let optional = if offered.contains(&1) { "?" } else { "" };
+            format!("{}(:0*({})){optional}", caseless(g), counts.join("|"))
         })
         .collect();
     format!("^({})$", alts.join("|"))

@@ -729,8 +729,21 @@ fn gpu_patterns_follow_the_offerings() {
     for o in &OFFERINGS {
         let re = regex::Regex::new(&super::openapi::gpu_pattern(o.provider)).unwrap();
         for g in o.gpus {
-            assert!(re.is_match(g), "{g}");
-            assert!(re.is_match(&g.to_lowercase()), "{g}");
+            // A bare name is a count of 1: valid only where one is offered (not GCP's H200).
+            let single = gpu_counts(o.provider, g).contains(&1);
+            assert_eq!(re.is_match(g), single, "{g}");
+            assert_eq!(re.is_match(&g.to_lowercase()), single, "{g}");
+            if !single {
+                let rules = Rules::default();
+                let cfg = crate::node_config::NodeConfig {
+                    provider: o.provider.as_str().into(),
+                    region: o.regions.first().copied().unwrap_or("ctx").into(),
+                    gpu: g.to_string(),
+                    model: "a/b".into(),
+                    ..Default::default()
+                };
+                assert_eq!(cfg.validate(&rules).unwrap_err().field, "gpu", "{g}");
+            }
             for c in 1..=16u32 {
                 let allowed = gpu_counts(o.provider, g).contains(&c);
                 assert_eq!(re.is_match(&format!("{g}:{c}")), allowed, "{g}:{c}");
