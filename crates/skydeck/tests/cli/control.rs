@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use skydeck_testkit::fleet::{FakeFleet, LaunchOutcome};
 
-const ADMIN_KEY: &str = "adm-test-key-6f1d2c";
+pub(crate) const ADMIN_KEY: &str = "adm-test-key-6f1d2c";
 
 /// Where a test's nodes table lives.
 pub enum TestDb {

@@ -10,6 +10,7 @@ mod faults;
 mod gpu;
 mod pricing;
 mod real_skypilot;
+mod schemathesis;
 mod secrets;
 mod serve;
 mod serve_discovery;
