@@ -312,18 +312,6 @@ fn value_pattern(shape: Shape) -> Option<String> {
                 r"[0-9](\.[0-9]{1,4})?|\.[0-9]{1,4}|10(\.0{1,4})?".to_string()
             }
         }
-        // A subset of what [`check`] reads: digits with up to four decimals, or a leading dot.
-        Shape::Decimal(lo, hi) => {
-            assert!(
-                lo == 0.0 && (hi == 1.0 || hi == 10.0),
-                "a decimal pattern for [0, 1] or [0, 10] only"
-            );
-            if hi == 1.0 {
-                r"0(\.[0-9]{1,4})?|\.[0-9]{1,4}|1(\.0{1,4})?".to_string()
-            } else {
-                r"[0-9](\.[0-9]{1,4})?|\.[0-9]{1,4}|10(\.0{1,4})?".to_string()
-            }
-        }
         Shape::OneOf(words) => words
             .iter()
             .map(|w| regex::escape(w))
@@ -512,7 +500,10 @@ mod tests {
             "-c 4096",
         ] {
             assert!(!re.is_match(bad), "{bad:?} matches");
-            assert!(parse_for(Engine::Llamacpp, bad).is_err(), "{bad:?} is accepted");
+            assert!(
+                parse_for(Engine::Llamacpp, bad).is_err(),
+                "{bad:?} is accepted"
+            );
         }
     }
 
