@@ -829,8 +829,10 @@ async fn sd_answers_every_target_of_50_contexts_of_20_exporters() {
     // 1,000 targets rather than assume one round got them.
     let t0 = Instant::now();
     while sd(&d).len() != 1000 {
+        // Generous: CI runs every test at once on two cores, and a retried context waits out
+        // its backoff; this test is about completeness, scripts/bench/serve.sh about speed.
         assert!(
-            t0.elapsed() < Duration::from_secs(60),
+            t0.elapsed() < Duration::from_secs(240),
             "{} targets",
             sd(&d).len()
         );
