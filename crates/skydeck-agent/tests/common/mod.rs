@@ -145,6 +145,27 @@ fn answer(state: &PlaneState) -> Response {
     }
 }
 
+/// Checks the token, keeps the report (`keep`) when the plane is up, and answers.
+fn record(
+    state: &Mutex<PlaneState>,
+    headers: &HeaderMap,
+    keep: impl FnOnce(&mut PlaneState),
+) -> Response {
+    let mut s = state.lock().unwrap();
+    if !auth_ok(headers) {
+        s.refused += 1;
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"error": {"message": "invalid node token"}})),
+        )
+            .into_response();
+    }
+    if s.mode == PlaneMode::Up {
+        keep(&mut s);
+    }
+    answer(&s)
+}
+
 impl FakePlane {
     /// A plane on a reserved port, not yet listening.
     pub async fn reserved() -> FakePlane {
@@ -178,19 +199,7 @@ impl FakePlane {
                     |State(s): State<Arc<Mutex<PlaneState>>>,
                      headers: HeaderMap,
                      axum::Json(body): axum::Json<Register>| async move {
-                        let mut s = s.lock().unwrap();
-                        if !auth_ok(&headers) {
-                            s.refused += 1;
-                            return (
-                                StatusCode::UNAUTHORIZED,
-                                "{\"error\":{\"message\":\"invalid node token\"}}",
-                            )
-                                .into_response();
-                        }
-                        if s.mode == PlaneMode::Up {
-                            s.registers.push(body);
-                        }
-                        answer(&s)
+                        record(&s, &headers, |st| st.registers.push(body))
                     },
                 ),
             )
@@ -200,19 +209,7 @@ impl FakePlane {
                     |State(s): State<Arc<Mutex<PlaneState>>>,
                      headers: HeaderMap,
                      axum::Json(body): axum::Json<Heartbeat>| async move {
-                        let mut s = s.lock().unwrap();
-                        if !auth_ok(&headers) {
-                            s.refused += 1;
-                            return (
-                                StatusCode::UNAUTHORIZED,
-                                "{\"error\":{\"message\":\"invalid node token\"}}",
-                            )
-                                .into_response();
-                        }
-                        if s.mode == PlaneMode::Up {
-                            s.heartbeats.push(body);
-                        }
-                        answer(&s)
+                        record(&s, &headers, |st| st.heartbeats.push(body))
                     },
                 ),
             )

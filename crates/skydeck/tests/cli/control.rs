@@ -798,15 +798,21 @@ fn agent_registers_drains_and_exits() {
     let (code, _) = plane.admin("POST", &format!("/admin/nodes/{cluster}/terminate"), None);
     assert_eq!(code, 200);
     plane.wait_status(&cluster, "terminated", Duration::from_secs(30));
+    let (status, err) = agent_exit(&mut agent, Duration::from_secs(20));
+    assert!(status.success(), "{err}");
+    assert!(err.contains("exiting"), "{err}");
+    assert!(!err.contains(&token));
+    assert_eq!(fleet.downs(), vec![cluster]);
+}
+
+/// Waits for an agent process to exit (at most `within`); its status and stderr.
+fn agent_exit(agent: &mut Child, within: Duration) -> (std::process::ExitStatus, String) {
     let t0 = Instant::now();
     let status = loop {
         if let Some(s) = agent.try_wait().unwrap() {
             break s;
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "the agent did not exit"
-        );
+        assert!(t0.elapsed() < within, "the agent did not exit");
         std::thread::sleep(Duration::from_millis(100));
     };
     let mut err = String::new();
@@ -817,10 +823,7 @@ fn agent_registers_drains_and_exits() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    assert!(status.success(), "{err}");
-    assert!(err.contains("exiting"), "{err}");
-    assert!(!err.contains(&token));
-    assert_eq!(fleet.downs(), vec![cluster]);
+    (status, err)
 }
 
 /// The GGUF repository a llama.cpp launch names (what `llama-server -hf` takes on a node; the
@@ -945,26 +948,7 @@ fn a_llamacpp_node_serves_reports_and_drains() {
     let (code, _) = plane.admin("POST", &format!("/admin/nodes/{cluster}/terminate"), None);
     assert_eq!(code, 200);
     plane.wait_status(&cluster, "terminated", Duration::from_secs(30));
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = agent.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "the agent did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut err = String::new();
-    use std::io::Read;
-    agent
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = agent_exit(&mut agent.0, Duration::from_secs(30));
     assert!(status.success(), "{err}");
     assert!(err.contains("exiting (Drained)"), "{err}");
     assert!(!err.contains(&token));
