@@ -18,6 +18,15 @@ use skydeck_contract::{AgentState, Engine, EngineHealth, GpuReport, Order};
 const LIMIT: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(20);
 
+/// An agent with the test config against `plane` and `vllm`, running.
+async fn start_vllm_agent(plane: &FakePlane, vllm: &VllmStandIn) -> Running {
+    Running::spawn(
+        Agent::new(config(&plane.url(), &vllm.url(), Engine::Vllm))
+            .await
+            .unwrap(),
+    )
+}
+
 #[tokio::test]
 async fn waits_for_vllm_to_load_registers_heartbeats_and_drains_on_sigterm() {
     within(LIMIT, async {
@@ -125,11 +134,7 @@ async fn an_exit_order_ends_the_agent_at_once() {
     within(LIMIT, async {
         let plane = FakePlane::start().await;
         let vllm = VllmStandIn::serving().await;
-        let agent = Running::spawn(
-            Agent::new(config(&plane.url(), &vllm.url(), Engine::Vllm))
-                .await
-                .unwrap(),
-        );
+        let agent = start_vllm_agent(&plane, &vllm).await;
         wait_for("a heartbeat", WAIT, || !plane.heartbeats().is_empty()).await;
         plane.set(|s| s.order = Order::Exit);
         assert_eq!(agent.exit(WAIT).await.unwrap(), Exit::Ordered);
@@ -143,11 +148,7 @@ async fn the_control_plane_away_and_back_gets_the_latest_state_and_nothing_crash
         // Down before the agent starts: registering is retried.
         let mut plane = FakePlane::reserved().await;
         let vllm = VllmStandIn::serving().await;
-        let agent = Running::spawn(
-            Agent::new(config(&plane.url(), &vllm.url(), Engine::Vllm))
-                .await
-                .unwrap(),
-        );
+        let agent = start_vllm_agent(&plane, &vllm).await;
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(!agent.task.is_finished());
         plane.up().await;
@@ -209,11 +210,7 @@ async fn a_dead_engine_is_reported_and_the_agent_keeps_going() {
     within(LIMIT, async {
         let plane = FakePlane::start().await;
         let mut vllm = VllmStandIn::serving().await;
-        let agent = Running::spawn(
-            Agent::new(config(&plane.url(), &vllm.url(), Engine::Vllm))
-                .await
-                .unwrap(),
-        );
+        let agent = start_vllm_agent(&plane, &vllm).await;
         wait_for("a healthy heartbeat", WAIT, || {
             plane.saw(|h| h.engine.health == EngineHealth::Ok)
         })
@@ -261,11 +258,7 @@ async fn a_metrics_page_that_does_not_parse_costs_only_its_family() {
             n.waiting = 5.0;
             n.generation_tokens = 10.0;
         });
-        let agent = Running::spawn(
-            Agent::new(config(&plane.url(), &vllm.url(), Engine::Vllm))
-                .await
-                .unwrap(),
-        );
+        let agent = start_vllm_agent(&plane, &vllm).await;
         wait_for("a heartbeat", WAIT, || plane.heartbeats().len() >= 2).await;
         let hb = plane.last_heartbeat().unwrap();
         assert_eq!(hb.engine.health, EngineHealth::Ok);
@@ -322,11 +315,7 @@ async fn a_node_the_control_plane_no_longer_has_exits_cleanly() {
         let plane = FakePlane::start().await;
         plane.set(|s| s.mode = PlaneMode::Gone);
         let vllm = VllmStandIn::serving().await;
-        let agent = Running::spawn(
-            Agent::new(config(&plane.url(), &vllm.url(), Engine::Vllm))
-                .await
-                .unwrap(),
-        );
+        let agent = start_vllm_agent(&plane, &vllm).await;
         assert_eq!(agent.exit(WAIT).await.unwrap(), Exit::NodeGone);
     })
     .await;
