@@ -63,7 +63,9 @@ SKYDECK_TEST_MOTO_URL=$(scripts/peers/moto.sh start | tail -n 1)
 export SKYDECK_TEST_MOTO_URL
 
 echo "==> building the tests while the SkyPilot servers start" >&2
-cargo build --workspace --tests --locked
+# niced: the SkyPilot servers start meanwhile, and SkyPilot gives its request-queue process
+# only 60 s to come up (skypilot.sh starts a server again when that is not enough).
+nice -n 10 cargo build --workspace --tests --locked
 
 for name in small large priced; do
   pid_var="${name}_pid"

@@ -331,10 +331,25 @@ EOF
 start_server() {
   local name=$1 port=$2 d=$PEERS/$1
   log "$name: sky api start --port $port --host 127.0.0.1"
+  # Each start gets a fresh server.log (earlier attempts are kept beside it), so that
+  # start_failure reads this attempt only.
+  local slog=$d/home/.sky/api_server/server.log
+  if [[ -f $slog ]]; then
+    cat "$slog" >>"$d/server-earlier-starts.log"
+    rm -f "$slog"
+  fi
   if ! run_env "$name" "$port" "$TIMEOUT_BIN" 300 "$VENV/bin/sky" api start \
       --port "$port" --host 127.0.0.1 >>"$d/start.log" 2>&1; then
     log "$name: 'sky api start' did not report success (see $d/start.log); waiting for /api/health anyway"
   fi
+}
+
+# The reason the server's latest start failed, from its log; empty while it has not failed.
+start_failure() {
+  local f=$PEERS/$1/home/.sky/api_server/server.log
+  [[ -f $f ]] || return 0
+  { grep 'Failed to start SkyPilot API server' "$f" || true; } |
+    tail -n 1 | sed 's/.*Failed to start SkyPilot API server: //' | cut -c1-160
 }
 
 cmd_up() {
@@ -381,10 +396,27 @@ cmd_up() {
   tail -n 1 "$d/seed.log" >&2
   log "$name: seeded after $((SECONDS - t0))s"
 
+  local starts=1
   start_server "$name" "$port"
   local url=http://127.0.0.1:$port deadline=$((SECONDS + READY_TIMEOUT))
   # (the deadline bounds health + the jobs-queue check together)
   until health_ok "$url"; do
+    # SkyPilot gives its request-queue process 60 s to come up; that process is started
+    # with multiprocessing's spawn, so it imports all of sky again, which on a loaded
+    # machine (a cold cargo build on two cores) can take longer. The server then exits
+    # with "Failed to start SkyPilot API server"; starting it again is what a user would do.
+    local failure; failure=$(start_failure "$name")
+    if [[ -n $failure ]] && ((starts < 3)); then
+      log "$name: the server exited during start (attempt $starts: $failure); starting it again in 5 s"
+      starts=$((starts + 1))
+      sleep 5
+      start_server "$name" "$port"
+      continue
+    fi
+    if [[ -n $failure ]]; then
+      server_log_tail "$name"
+      die "$name: the server exited during each of $starts starts (last: $failure); see $d/home/.sky/api_server/server.log"
+    fi
     if ((SECONDS >= deadline)); then
       server_log_tail "$name"
       die "$name: /api/health at $url not healthy within ${READY_TIMEOUT}s (left as is for debugging; clean up with: $0 down $name)"
