@@ -256,7 +256,7 @@ async fn time(store: &Store, url: &str, iterations: usize, rounds: usize) -> Res
     let nodes100 = store.list(&list100).await?;
 
     const OPS: [&str; 10] = [
-        "list 100: SQL alone (driver, rows not decoded)",
+        "list 100: rows one by one through the driver, not decoded (PostgreSQL: the store's path; SQLite: its path before the JSON page)",
         "list 100: store.list",
         "list 100: Any driver + AnyRow decode (before)",
         "list 100: JSON of the 100 nodes (serde_json)",

@@ -6,6 +6,8 @@
 //! an intermediate `AnyValue` and then decodes it again, which made a page of 100 nodes cost
 //! several times the query itself (docs/benchmarks.md, control section, has the measurements).
 //! [`on_db!`] writes each query once and expands it for both drivers, so the two cannot drift.
+//! One exception: on SQLite a list page is read as one JSON value built by SQLite around the
+//! same query ([`Store::list`] says why), decoded into the same rows.
 //!
 //! SQLite has one writer at a time however many connections try: the store keeps a pool of
 //! reader connections and a pool of exactly one writer, so concurrent writes queue in the pool

@@ -32,6 +32,19 @@ macro_rules! list_columns {
     };
 }
 
+/// The names of [`list_columns!`]'s columns as an outer query sees them (the last is the
+/// absent report).
+macro_rules! list_column_names {
+    () => {
+        "id, cluster_name, provider, region, gpu_type, gpu_count, model_name, \
+         use_spot, disk_size, engine_args, status, status_reason, created_at, updated_at, \
+         launch_intent_at, launch_request_id, launching_at, initializing_at, active_at, \
+         unhealthy_at, draining_at, terminated_at, failed_at, drain_force, down_intent_at, \
+         down_request_id, hourly_price, last_heartbeat_at, attempts, next_attempt_at, engine, \
+         image, NULL"
+    };
+}
+
 /// One row of `nodes` (the agent token hash is never read back out).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Node {
@@ -103,6 +116,96 @@ pub struct Node {
     pub heartbeat: Option<Heartbeat>,
 }
 
+/// One `nodes` row as stored, before its text columns are parsed: the form both decoders
+/// produce, so that what a column means is converted in one place ([`RawNode::into_node`]).
+/// Its fields are in [`columns!`]'s order, which is also the order of the JSON arrays of
+/// [`Store::list`]'s SQLite path (serde reads a struct from an array by position).
+#[derive(Debug, serde::Deserialize)]
+struct RawNode {
+    id: String,
+    cluster_name: String,
+    provider: String,
+    region: String,
+    gpu_type: String,
+    gpu_count: i64,
+    model_name: String,
+    use_spot: i64,
+    disk_size: i64,
+    engine_args: String,
+    status: String,
+    status_reason: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    launch_intent_at: Option<i64>,
+    launch_request_id: Option<String>,
+    launching_at: Option<i64>,
+    initializing_at: Option<i64>,
+    active_at: Option<i64>,
+    unhealthy_at: Option<i64>,
+    draining_at: Option<i64>,
+    terminated_at: Option<i64>,
+    failed_at: Option<i64>,
+    drain_force: i64,
+    down_intent_at: Option<i64>,
+    down_request_id: Option<String>,
+    hourly_price: Option<f64>,
+    last_heartbeat_at: Option<i64>,
+    attempts: i64,
+    next_attempt_at: i64,
+    engine: String,
+    image: Option<String>,
+    heartbeat: Option<String>,
+}
+
+impl RawNode {
+    /// Parses the text columns.
+    fn into_node(self) -> std::result::Result<Node, sqlx::Error> {
+        Ok(Node {
+            status: NodeStatus::parse(&self.status).ok_or_else(|| sqlx::Error::ColumnDecode {
+                index: "status".into(),
+                source: format!("unknown node status {:?}", self.status).into(),
+            })?,
+            engine: Engine::parse(&self.engine).ok_or_else(|| sqlx::Error::ColumnDecode {
+                index: "engine".into(),
+                source: format!("unknown engine {:?}", self.engine).into(),
+            })?,
+            engine_args: serde_json::from_str(&self.engine_args).unwrap_or_default(),
+            use_spot: self.use_spot != 0,
+            drain_force: self.drain_force != 0,
+            // A report that no longer parses (an older agent's) is shown as absent rather
+            // than failing every read of the node.
+            heartbeat: self.heartbeat.and_then(|j| serde_json::from_str(&j).ok()),
+            id: self.id,
+            cluster_name: self.cluster_name,
+            provider: self.provider,
+            region: self.region,
+            gpu_type: self.gpu_type,
+            gpu_count: self.gpu_count,
+            model_name: self.model_name,
+            disk_size: self.disk_size,
+            status_reason: self.status_reason,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            launch_intent_at: self.launch_intent_at,
+            launch_request_id: self.launch_request_id,
+            launching_at: self.launching_at,
+            initializing_at: self.initializing_at,
+            active_at: self.active_at,
+            unhealthy_at: self.unhealthy_at,
+            draining_at: self.draining_at,
+            terminated_at: self.terminated_at,
+            failed_at: self.failed_at,
+            down_intent_at: self.down_intent_at,
+            down_request_id: self.down_request_id,
+            hourly_price: self.hourly_price,
+            last_heartbeat_at: self.last_heartbeat_at,
+            attempts: self.attempts,
+            next_attempt_at: self.next_attempt_at,
+            image: self.image,
+        })
+    }
+}
+
 /// Decodes one `nodes` row selected with [`columns!`] or [`list_columns!`], from either
 /// driver's row type: positions, not names, so no column-name lookup per value.
 fn decode_node<'r, R>(r: &'r R) -> std::result::Result<Node, sqlx::Error>
@@ -113,10 +216,7 @@ where
     i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    let status: String = r.try_get(10)?;
-    let args: String = r.try_get(9)?;
-    let engine: String = r.try_get(30)?;
-    Ok(Node {
+    RawNode {
         id: r.try_get(0)?,
         cluster_name: r.try_get(1)?,
         provider: r.try_get(2)?,
@@ -124,13 +224,10 @@ where
         gpu_type: r.try_get(4)?,
         gpu_count: r.try_get(5)?,
         model_name: r.try_get(6)?,
-        use_spot: r.try_get::<i64, _>(7)? != 0,
+        use_spot: r.try_get(7)?,
         disk_size: r.try_get(8)?,
-        engine_args: serde_json::from_str(&args).unwrap_or_default(),
-        status: NodeStatus::parse(&status).ok_or_else(|| sqlx::Error::ColumnDecode {
-            index: "status".into(),
-            source: format!("unknown node status {status:?}").into(),
-        })?,
+        engine_args: r.try_get(9)?,
+        status: r.try_get(10)?,
         status_reason: r.try_get(11)?,
         created_at: r.try_get(12)?,
         updated_at: r.try_get(13)?,
@@ -143,24 +240,18 @@ where
         draining_at: r.try_get(20)?,
         terminated_at: r.try_get(21)?,
         failed_at: r.try_get(22)?,
-        drain_force: r.try_get::<i64, _>(23)? != 0,
+        drain_force: r.try_get(23)?,
         down_intent_at: r.try_get(24)?,
         down_request_id: r.try_get(25)?,
         hourly_price: r.try_get(26)?,
         last_heartbeat_at: r.try_get(27)?,
         attempts: r.try_get(28)?,
         next_attempt_at: r.try_get(29)?,
-        engine: Engine::parse(&engine).ok_or_else(|| sqlx::Error::ColumnDecode {
-            index: "engine".into(),
-            source: format!("unknown engine {engine:?}").into(),
-        })?,
+        engine: r.try_get(30)?,
         image: r.try_get(31)?,
-        heartbeat: r
-            .try_get::<Option<String>, _>(32)?
-            // A report that no longer parses (an older agent's) is shown as absent rather
-            // than failing every read of the node.
-            .and_then(|j| serde_json::from_str(&j).ok()),
-    })
+        heartbeat: r.try_get(32)?,
+    }
+    .into_node()
 }
 
 /// Decodes every row, or says which read failed.
@@ -377,17 +468,51 @@ impl Store {
         }
         binds.push(Bind::Int(q.limit));
         let _ = write!(sql, " ORDER BY created_at, id LIMIT ${}", binds.len());
-        on_db!(self, read, |pool| {
-            let mut query = sqlx::query(&sql);
-            for b in &binds {
-                query = match *b {
-                    Bind::Text(s) => query.bind(s),
-                    Bind::Int(i) => query.bind(i),
-                };
+        macro_rules! bound {
+            ($sql:expr) => {{
+                let mut query = sqlx::query($sql);
+                for b in &binds {
+                    query = match *b {
+                        Bind::Text(s) => query.bind(s),
+                        Bind::Int(i) => query.bind(i),
+                    };
+                }
+                query
+            }};
+        }
+        match &self.db {
+            super::Db::Postgres(pool) => {
+                let rows = bound!(&sql)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(ctx("list nodes"))?;
+                decode_nodes(&rows)
             }
-            let rows = query.fetch_all(pool).await.map_err(ctx("list nodes"))?;
-            decode_nodes(&rows)
-        })
+            // sqlx's SQLite driver hands every row from its worker thread to the async side
+            // on its own, a thread wake-up per row: for a page of 100 that cost several times
+            // the query (docs/benchmarks.md, control section). SQLite builds the page as one
+            // JSON value instead (the same query inside, its rows as arrays in column order),
+            // which crosses threads once.
+            super::Db::Sqlite { read, .. } => {
+                let page = format!(
+                    concat!(
+                        "SELECT json_group_array(json_array(",
+                        list_column_names!(),
+                        ") ORDER BY created_at, id) FROM ({})"
+                    ),
+                    sql
+                );
+                let json: String = bound!(&page)
+                    .fetch_one(read)
+                    .await
+                    .and_then(|r| sqlx::Row::try_get(&r, 0))
+                    .map_err(ctx("list nodes"))?;
+                serde_json::from_str::<Vec<RawNode>>(&json)
+                    .map_err(|e| sqlx::Error::Decode(e.into()))
+                    .and_then(|raw| raw.into_iter().map(RawNode::into_node).collect())
+                    .map_err(ctx("decode a node"))
+            }
+        }
     }
 
     /// Nodes the reconciler should step now: those with SkyPilot work under way, not backing

@@ -892,3 +892,58 @@ async fn a_version_1_database_migrates() {
         add(s, "new").await;
     }
 }
+
+each_db!(
+    /// A listed node is the node read alone (less its report), every column included: SQLite
+    /// builds list pages as JSON, so quotes, backslashes, non-ASCII text, NULLs, prices and
+    /// large times must come back exactly.
+    a_listed_node_equals_the_node_read_alone,
+    |db| {
+        let s = &db.store;
+        use NodeStatus::*;
+        for (i, status) in NodeStatus::ALL.into_iter().enumerate() {
+            let name = format!("n{i}-\"q\"\\é✓");
+            let n = node_in(s, &name, status).await;
+            s.set_price(&n.id, 12.345_678_901_234_5 * (i as f64 + 1.0))
+                .await
+                .unwrap();
+            if status == Active {
+                s.heartbeat(&n.id, Some(&report(&n.id, 3.5))).await.unwrap();
+            }
+            if status == Unhealthy {
+                s.back_off(&n.id, 60_000, "reason with \"quotes\", <b>html</b> and\nnewline")
+                    .await
+                    .unwrap();
+            }
+            db.clock.advance(1);
+        }
+        let page = s
+            .list(&ListQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.len(), NodeStatus::ALL.len(), "{}", db.label);
+        for listed in page {
+            let mut alone = s.get(&listed.cluster_name).await.unwrap().expect("the node");
+            alone.heartbeat = None;
+            assert_eq!(
+                serde_json::to_value(&listed).unwrap(),
+                serde_json::to_value(&alone).unwrap(),
+                "{}: {}",
+                db.label,
+                listed.cluster_name
+            );
+        }
+        let empty = s
+            .list(&ListQuery {
+                provider: Some("nobody".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(empty.is_empty());
+    }
+);
