@@ -7,28 +7,31 @@ use skydeck_contract::{Engine, Heartbeat};
 use super::{Result, Store, ctx, on_db};
 use crate::status::{NodeStatus, timestamp_column};
 
-/// All columns of `nodes`, in [`decode_node`]'s order, as a literal so that `concat!` builds
-/// each fixed query at compile time (one string, one cached prepared statement per connection).
-macro_rules! columns {
+/// Every column of `nodes` but the heartbeat report, in [`decode_node`]'s order, as a literal
+/// so that `concat!` builds each fixed query at compile time (one string, one cached prepared
+/// statement per connection).
+macro_rules! row_columns {
     () => {
         "id, cluster_name, provider, region, gpu_type, gpu_count, model_name, \
          use_spot, disk_size, engine_args, status, status_reason, created_at, updated_at, \
          launch_intent_at, launch_request_id, launching_at, initializing_at, active_at, \
          unhealthy_at, draining_at, terminated_at, failed_at, drain_force, down_intent_at, \
          down_request_id, hourly_price, last_heartbeat_at, attempts, next_attempt_at, engine, \
-         image, heartbeat"
+         image"
+    };
+}
+
+/// All columns of `nodes`, in [`decode_node`]'s order.
+macro_rules! columns {
+    () => {
+        concat!(row_columns!(), ", heartbeat")
     };
 }
 
 /// [`columns!`] without the heartbeat report (lists do not show it), same positions.
 macro_rules! list_columns {
     () => {
-        "id, cluster_name, provider, region, gpu_type, gpu_count, model_name, \
-         use_spot, disk_size, engine_args, status, status_reason, created_at, updated_at, \
-         launch_intent_at, launch_request_id, launching_at, initializing_at, active_at, \
-         unhealthy_at, draining_at, terminated_at, failed_at, drain_force, down_intent_at, \
-         down_request_id, hourly_price, last_heartbeat_at, attempts, next_attempt_at, engine, \
-         image, CAST(NULL AS TEXT)"
+        concat!(row_columns!(), ", CAST(NULL AS TEXT)")
     };
 }
 
@@ -36,12 +39,7 @@ macro_rules! list_columns {
 /// absent report).
 macro_rules! list_column_names {
     () => {
-        "id, cluster_name, provider, region, gpu_type, gpu_count, model_name, \
-         use_spot, disk_size, engine_args, status, status_reason, created_at, updated_at, \
-         launch_intent_at, launch_request_id, launching_at, initializing_at, active_at, \
-         unhealthy_at, draining_at, terminated_at, failed_at, drain_force, down_intent_at, \
-         down_request_id, hourly_price, last_heartbeat_at, attempts, next_attempt_at, engine, \
-         image, NULL"
+        concat!(row_columns!(), ", NULL")
     };
 }
 
