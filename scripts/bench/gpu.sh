@@ -476,18 +476,8 @@ SECTION=$TMP/section.md
 cp "$SECTION" "$RAW/section.md"
 cat "$SECTION"
 if ((WRITE)); then
-  MARKER='<!-- other benchmarks: kept when scripts/bench/collect.sh rewrites this file -->'
-  [[ -f $DOC ]] || : >"$DOC"
-  grep -qF "$MARKER" "$DOC" || printf '\n%s\n' "$MARKER" >>"$DOC"
-  if grep -qF "$BEGIN_MARK" "$DOC"; then
-    awk -v b="$BEGIN_MARK" -v e="$END_MARK" -v f="$SECTION" '
-      $0 == b { while ((getline line < f) > 0) print line; skip = 1; next }
-      skip && $0 == e { skip = 0; next }
-      !skip { print }
-    ' "$DOC" >"$TMP/doc.md"
-  else
-    { cat "$DOC"; echo; cat "$SECTION"; } >"$TMP/doc.md"
-  fi
-  cat "$TMP/doc.md" >"$DOC"
+  # shellcheck source=scripts/bench/section.sh
+  source "$SCRIPT_DIR/section.sh"
+  write_section "$DOC" "$SECTION" "$BEGIN_MARK" "$END_MARK"
   log "wrote $DOC"
 fi

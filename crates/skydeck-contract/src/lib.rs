@@ -6,6 +6,7 @@
 //! * [`agent`]: the agent protocol: register and heartbeat bodies, the typed reply with the
 //!   control plane's order, the environment the SkyPilot task sets, the download paths.
 //! * [`error`]: the `{"error": {"code", "message", "field"}}` shape of every error answer.
+//! * [`pool`]: pools: the spec, the patch, the view and the decision log.
 //! * [`paths`]: every route's path, so servers, clients and tests spell them once.
 //!
 //! The server serializes these types and the clients deserialize the same ones; the OpenAPI
@@ -14,7 +15,9 @@
 pub mod agent;
 pub mod error;
 pub mod node;
+mod num;
 pub mod paths;
+pub mod pool;
 
 pub use agent::{
     AgentReply, AgentState, EngineHealth, EngineReport, GpuReport, Heartbeat, Order, Register,
@@ -22,4 +25,8 @@ pub use agent::{
 pub use error::{ErrorBody, ErrorDetail};
 pub use node::{
     Engine, LaunchResponse, NodePage, NodeStatus, NodeView, TerminateResponse, UnmanagedClusters,
+};
+pub use pool::{
+    CapacityMode, DecisionKind, Placement, PoolEvent, PoolEventPage, PoolList, PoolPatch, PoolSpec,
+    PoolTemplate, PoolView, SpotPolicy,
 };

@@ -200,6 +200,9 @@ pub struct NodeView {
     pub model: String,
     /// The inference server.
     pub engine: Engine,
+    /// The pool the node belongs to; absent for a node launched on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// The container image the engine runs in (`docker:…`), when the node names one.
     pub image: Option<String>,
     /// Spot capacity.

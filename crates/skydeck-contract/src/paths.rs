@@ -13,6 +13,12 @@ pub const NODE_STATUS: &str = "/admin/nodes/{cluster_name}/status";
 pub const TERMINATE: &str = "/admin/nodes/{cluster_name}/terminate";
 /// `GET`: clusters with skydeck's prefix the table does not hold.
 pub const UNMANAGED: &str = "/admin/unmanaged-clusters";
+/// `GET`: every pool; `POST`: create one.
+pub const POOLS: &str = "/admin/pools";
+/// `GET`, `PATCH`, `DELETE`: one pool.
+pub const POOL: &str = "/admin/pools/{name}";
+/// `GET`: one pool's decisions, newest first.
+pub const POOL_EVENTS: &str = "/admin/pools/{name}/events";
 /// `POST`: the agent registers (its node token authenticates it).
 pub const AGENT_REGISTER: &str = "/v1/agent/register";
 /// `POST`: the agent's heartbeat.
@@ -30,8 +36,17 @@ pub const HEALTHZ: &str = "/healthz";
 /// `GET`: readiness (the database answers).
 pub const READYZ: &str = "/readyz";
 
+/// `path` with its `{name}` replaced by the pool name `name`, percent-encoded.
+pub fn for_pool(path: &str, name: &str) -> String {
+    path.replace("{name}", &encode(name))
+}
+
 /// `path` with its `{cluster_name}` replaced by `name`, percent-encoded.
 pub fn for_cluster(path: &str, name: &str) -> String {
+    path.replace("{cluster_name}", &encode(name))
+}
+
+fn encode(name: &str) -> String {
     let mut enc = String::with_capacity(name.len());
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -40,5 +55,5 @@ pub fn for_cluster(path: &str, name: &str) -> String {
             enc.push_str(&format!("%{b:02X}"));
         }
     }
-    path.replace("{cluster_name}", &enc)
+    enc
 }

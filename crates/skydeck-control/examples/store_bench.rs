@@ -35,14 +35,14 @@ const LIST_SQL: &str = "SELECT id, cluster_name, provider, region, gpu_type, gpu
     use_spot, disk_size, engine_args, status, status_reason, created_at, updated_at, \
     launch_intent_at, launch_request_id, launching_at, initializing_at, active_at, unhealthy_at, \
     draining_at, terminated_at, failed_at, drain_force, down_intent_at, down_request_id, \
-    hourly_price, last_heartbeat_at, attempts, next_attempt_at, engine, image, CAST(NULL AS TEXT) \
-    FROM nodes WHERE 1 = 1 ORDER BY created_at, id LIMIT $1";
+    hourly_price, last_heartbeat_at, attempts, next_attempt_at, engine, image, pool, \
+    CAST(NULL AS TEXT) FROM nodes WHERE 1 = 1 ORDER BY created_at, id LIMIT $1";
 /// One node by cluster name, as the store sends it.
 const STATUS_SQL: &str = "SELECT id, cluster_name, provider, region, gpu_type, gpu_count, model_name, \
     use_spot, disk_size, engine_args, status, status_reason, created_at, updated_at, \
     launch_intent_at, launch_request_id, launching_at, initializing_at, active_at, unhealthy_at, \
     draining_at, terminated_at, failed_at, drain_force, down_intent_at, down_request_id, \
-    hourly_price, last_heartbeat_at, attempts, next_attempt_at, engine, image, heartbeat \
+    hourly_price, last_heartbeat_at, attempts, next_attempt_at, engine, image, pool, heartbeat \
     FROM nodes WHERE cluster_name = $1";
 /// A heartbeat's update without reading the row back (the write alone).
 const BEAT_SQL: &str = "UPDATE nodes SET last_heartbeat_at = $1, updated_at = $1, \
@@ -159,6 +159,7 @@ async fn insert(
             engine: Engine::Vllm,
             image: None,
             engine_args: &args,
+            pool: None,
             agent_token_hash: token_hash,
         })
         .await?;

@@ -9,6 +9,7 @@
 //! * [`task`] builds the SkyPilot task from typed structures (no shell templates).
 //! * [`store`] keeps nodes in SQLite or PostgreSQL with conditional state changes.
 //! * [`reconcile`] drives each node with SkyPilot, one replica at a time under a lease.
+//! * [`pools`] keeps groups of nodes sized to their load, with spot fallback and failover.
 //! * [`clock`] is the time every room reads, simulated in tests.
 
 pub mod clock;
@@ -16,6 +17,7 @@ pub mod http;
 pub mod node_config;
 pub mod nodes;
 pub mod offerings;
+pub mod pools;
 pub mod reconcile;
 pub mod status;
 pub mod store;

@@ -36,6 +36,30 @@ pub enum OpError {
         /// The id.
         node_id: String,
     },
+    /// No pool has this name (printable).
+    #[error("no pool named {name}")]
+    PoolNotFound {
+        /// The name asked for, escaped.
+        name: String,
+    },
+    /// A pool with this name exists.
+    #[error("a pool named {name} already exists")]
+    PoolExists {
+        /// The name.
+        name: String,
+    },
+    /// The pool is being deleted; it cannot be changed.
+    #[error("pool {name} is being deleted")]
+    PoolDeleting {
+        /// The name, escaped.
+        name: String,
+    },
+    /// The change lost every race with concurrent changes.
+    #[error("{what}")]
+    Busy {
+        /// What happened.
+        what: &'static str,
+    },
     /// An agent's body names another node than its token's.
     #[error("node_id does not match the node of this token")]
     OtherNode,
@@ -66,6 +90,18 @@ pub async fn launch(
     prefix: &str,
     cfg: &NodeConfig,
 ) -> Result<LaunchResponse, OpError> {
+    launch_in(store, rules, prefix, cfg, None).await
+}
+
+/// [`launch`] of a node that belongs to `pool` (the pool controller's launches take the same
+/// path as the admin API's).
+pub async fn launch_in(
+    store: &Store,
+    rules: &Rules,
+    prefix: &str,
+    cfg: &NodeConfig,
+    pool: Option<&str>,
+) -> Result<LaunchResponse, OpError> {
     let spec = cfg.validate(rules).map_err(|e| OpError::Invalid {
         field: e.field.to_string(),
         rule: e.rule,
@@ -88,11 +124,12 @@ pub async fn launch(
         engine: spec.engine,
         image: spec.image.as_deref(),
         engine_args: &spec.engine_args,
+        pool,
         agent_token_hash: &placeholder,
     };
     match store.insert(&new).await {
         Ok(n) => {
-            tracing::info!(cluster = %cluster_name, provider = %spec.provider, region = %spec.region, gpu = %spec.gpu, model = %spec.model, "launch requested");
+            tracing::info!(cluster = %cluster_name, provider = %spec.provider, region = %spec.region, gpu = %spec.gpu, model = %spec.model, pool = pool.unwrap_or(""), "launch requested");
             Ok(LaunchResponse {
                 cluster_name,
                 node_id: id,

@@ -186,6 +186,9 @@ const GPU_SERIES: &[&str] = &[
 const SOURCE: &[&str] = &["source"];
 const IDLE_DECISION: &[&str] = &["action", "outcome"];
 const AGENT_ENGINE: &[&str] = &["engine"];
+const POOL: &[&str] = &["pool"];
+const POOL_CAPACITY: &[&str] = &["pool", "capacity"];
+const POOL_KIND: &[&str] = &["pool", "kind"];
 const AGENT_GPU: &[&str] = &["gpu", "uuid"];
 
 catalog! {
@@ -389,6 +392,36 @@ catalog! {
     CONTROL_NODE_GPU_MEMORY_USED = "skydeck.control.node_gpu_memory_used",
         "skydeck_control_node_gpu_memory_used_bytes", Gauge, Byte, NODE_ENGINE,
         "GPU memory in use on the node, summed over its GPUs, at its latest heartbeat.";
+    CONTROL_POOL_NODES = "skydeck.control.pool_nodes", "skydeck_control_pool_nodes", Gauge, Node,
+        POOL_CAPACITY,
+        "Nodes counting toward the pool's size (not draining or ended), by capacity (spot, on_demand).";
+    CONTROL_POOL_DESIRED = "skydeck.control.pool_desired", "skydeck_control_pool_desired_nodes",
+        Gauge, Node, POOL,
+        "The size the pool controller aims at.";
+    CONTROL_POOL_MIN = "skydeck.control.pool_min", "skydeck_control_pool_min_nodes", Gauge, Node,
+        POOL,
+        "The pool's lower bound (min_nodes).";
+    CONTROL_POOL_MAX = "skydeck.control.pool_max", "skydeck_control_pool_max_nodes", Gauge, Node,
+        POOL,
+        "The pool's upper bound (max_nodes).";
+    CONTROL_POOL_WAITING = "skydeck.control.pool_waiting_per_node",
+        "skydeck_control_pool_waiting_requests_per_node", Gauge, Event, POOL,
+        "Mean requests waiting per active node of the pool at its last decision.";
+    CONTROL_POOL_ON_DEMAND = "skydeck.control.pool_on_demand_mode",
+        "skydeck_control_pool_on_demand_mode", Gauge, Boolean, POOL,
+        "1 while the pool launches on-demand capacity after too many spot losses.";
+    CONTROL_POOL_DECISIONS = "skydeck.control.pool_decisions", "skydeck_control_pool_decisions_total",
+        Counter, Event, POOL_KIND,
+        "The pool controller's recorded decisions, by kind (scale_up, replace, failover, …).";
+    CONTROL_POOL_PREEMPTIONS = "skydeck.control.pool_preemptions",
+        "skydeck_control_pool_preemptions_total", Counter, Event, POOL,
+        "Spot nodes of the pool lost to preemption (gone, or reported not UP, without being asked).";
+    CONTROL_POOL_REPLACE_DURATION = "skydeck.control.pool_replace_seconds",
+        "skydeck_control_pool_replace_seconds", Histogram, Second, POOL,
+        "Time from finding a pool's node lost to a replacement being active.";
+    CONTROL_POOL_SCALE_UP_DURATION = "skydeck.control.pool_scale_up_seconds",
+        "skydeck_control_pool_scale_up_seconds", Histogram, Second, POOL,
+        "Time from a scale-up decision to the node it asked for being active.";
     AGENT_ENGINE_UP = "skydeck.agent.engine_up", "skydeck_agent_engine_up", Gauge, Boolean,
         AGENT_ENGINE,
         "1 when the node's inference engine answered its health check at the last look (agent).";

@@ -136,6 +136,28 @@ pub enum UnreachableKind {
 /// (`sky.exceptions.ClusterDoesNotExist`, raised by `down`, `stop`, `start`, `autostop`, …).
 pub const CLUSTER_DOES_NOT_EXIST: &str = "ClusterDoesNotExist";
 
+/// SkyPilot's exception class for a launch no region or zone of the request could place
+/// (`sky.exceptions.ResourcesUnavailableError`: out of capacity, or over quota, after its own
+/// failover within the request's resources).
+pub const RESOURCES_UNAVAILABLE: &str = "ResourcesUnavailableError";
+
+/// Whether a failed launch, as SkyPilot's exception class and message (or text carrying both,
+/// such as a node's stored failure reason), ran out of capacity or quota rather than failing
+/// for a reason another region would share: a `ResourcesUnavailableError`, or a provider's
+/// capacity or quota error passed through in the message.
+pub fn is_capacity_failure(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    text.contains(RESOURCES_UNAVAILABLE)
+        || [
+            "insufficientinstancecapacity",
+            "quota",
+            "out of capacity",
+            "stockout",
+        ]
+        .iter()
+        .any(|w| lower.contains(w))
+}
+
 /// The class SkyPilot raised for a missing cluster before `ClusterDoesNotExist` (which still
 /// subclasses it "for compatibility reasons", `sky/exceptions.py`).
 const LEGACY_CLUSTER_MISSING: &str = "ValueError";

@@ -20,7 +20,10 @@ pub mod target;
 mod unescape;
 
 pub use client::{Client, ClientOptions};
-pub use error::{CLUSTER_DOES_NOT_EXIST, Error, Result, UnreachableKind};
+pub use error::{
+    CLUSTER_DOES_NOT_EXIST, Error, RESOURCES_UNAVAILABLE, Result, UnreachableKind,
+    is_capacity_failure,
+};
 /// The HTTP status type [`Error::Status`] and [`Error::Unauthorized`] carry.
 pub use reqwest::StatusCode;
 pub use target::{Credential, CredentialSource, Endpoint, EndpointSource, Target};

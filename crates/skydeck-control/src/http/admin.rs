@@ -52,6 +52,7 @@ pub fn view(n: &Node, with_heartbeat: bool) -> NodeView {
         },
         model: n.model_name.clone(),
         engine: n.engine,
+        pool: n.pool.clone(),
         image: n.image.clone(),
         use_spot: n.use_spot,
         disk_size: n.disk_size,

@@ -105,6 +105,11 @@ impl ApiError {
                     .into(),
                 None,
             ),
+            ApiError::NotFound { what: "pool", name } => (
+                "pool_not_found",
+                format!("no pool named {name}"),
+                Some("name".into()),
+            ),
             ApiError::NotFound { what, name } => (
                 "node_not_found",
                 format!("no {what} with cluster name {name}"),
@@ -190,6 +195,19 @@ impl From<OpError> for ApiError {
             OpError::Exists { node_id } => ApiError::Conflict {
                 code: "node_exists",
                 message: format!("a node with node_id {node_id} already exists"),
+            },
+            OpError::PoolNotFound { name } => ApiError::NotFound { what: "pool", name },
+            e @ OpError::PoolExists { .. } => ApiError::Conflict {
+                code: "pool_exists",
+                message: e.to_string(),
+            },
+            e @ OpError::PoolDeleting { .. } => ApiError::Conflict {
+                code: "pool_deleting",
+                message: e.to_string(),
+            },
+            e @ OpError::Busy { .. } => ApiError::Conflict {
+                code: "pool_busy",
+                message: e.to_string(),
             },
             OpError::OtherNode => ApiError::Invalid {
                 field: "node_id".into(),

@@ -32,7 +32,20 @@ pub async fn serve(State(s): State<AppState>) -> Result<Response, ApiError> {
         let o = s.observed.lock().unwrap_or_else(|p| p.into_inner());
         (o.unmanaged.len(), o.leader)
     };
-    let text = render(&rows, unmanaged, leader, s.db.now_ms());
+    let now = s.db.now_ms();
+    let pools: Vec<crate::pools::Pool> =
+        s.db.pools()
+            .await?
+            .iter()
+            .filter_map(|r| crate::pools::Pool::from_row(r).ok())
+            .collect();
+    let pool_nodes = if pools.is_empty() {
+        Vec::new()
+    } else {
+        s.db.pool_nodes(now).await?
+    };
+    let mut text = render(&rows, unmanaged, leader, now);
+    text.push_str(&render_pools(&pools, &pool_nodes, now));
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -94,6 +107,85 @@ fn engine_samples(r: &MetricRow, at: Timestamp, out: &mut Vec<Sample>) {
 pub const LAUNCH_BUCKETS: [f64; 12] = [
     15.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 480.0, 600.0, 900.0, 1800.0,
 ];
+
+/// The pools' families: size by capacity, desired, bounds, load, mode, decisions by kind,
+/// preemptions, and the replace and scale-up durations (counted in each pool's stored state,
+/// so they survive restarts and read the same on every replica).
+pub fn render_pools(
+    pools: &[crate::pools::Pool],
+    nodes: &[crate::store::Node],
+    now_ms: i64,
+) -> String {
+    if pools.is_empty() {
+        return String::new();
+    }
+    let at = Timestamp::from_millisecond(now_ms).unwrap_or_else(|_| Timestamp::now());
+    let mut samples = Vec::new();
+    let mut histograms = Vec::new();
+    for p in pools {
+        let name = p.spec.name.as_str();
+        let v = crate::pools::view(p, nodes);
+        for (capacity, n) in [("spot", v.spot_nodes), ("on_demand", v.on_demand_nodes)] {
+            samples.push(
+                Sample::of(&c::CONTROL_POOL_NODES, f64::from(n), at)
+                    .tag("pool", name)
+                    .tag("capacity", capacity),
+            );
+        }
+        for (def, val) in [
+            (&c::CONTROL_POOL_DESIRED, v.desired),
+            (&c::CONTROL_POOL_MIN, p.spec.min_nodes),
+            (&c::CONTROL_POOL_MAX, p.spec.max_nodes),
+        ] {
+            samples.push(Sample::of(def, f64::from(val), at).tag("pool", name));
+        }
+        if let Some(w) = v.waiting_per_node {
+            samples.push(Sample::of(&c::CONTROL_POOL_WAITING, w, at).tag("pool", name));
+        }
+        let od = v.capacity_mode == skydeck_contract::CapacityMode::OnDemand;
+        samples.push(
+            Sample::of(&c::CONTROL_POOL_ON_DEMAND, f64::from(u8::from(od)), at).tag("pool", name),
+        );
+        for (kind, n) in &p.state.decisions {
+            samples.push(
+                Sample::of(&c::CONTROL_POOL_DECISIONS, *n as f64, at)
+                    .tag("pool", name)
+                    .tag("kind", kind.clone()),
+            );
+        }
+        samples.push(
+            Sample::of(&c::CONTROL_POOL_PREEMPTIONS, p.state.preemptions as f64, at)
+                .tag("pool", name),
+        );
+        for (def, h) in [
+            (&c::CONTROL_POOL_REPLACE_DURATION, &p.state.replace_seconds),
+            (
+                &c::CONTROL_POOL_SCALE_UP_DURATION,
+                &p.state.scale_up_seconds,
+            ),
+        ] {
+            let mut cumulative = 0;
+            let buckets = LAUNCH_BUCKETS
+                .iter()
+                .enumerate()
+                .map(|(i, le)| {
+                    cumulative += h.buckets.get(i).copied().unwrap_or(0);
+                    (*le, cumulative)
+                })
+                .collect();
+            histograms.push(Histogram {
+                def,
+                tags: [("pool".to_string(), name.to_string())]
+                    .into_iter()
+                    .collect(),
+                buckets,
+                sum: h.sum,
+                count: h.count,
+            });
+        }
+    }
+    exposition::render(&samples, &histograms, Format::Text)
+}
 
 /// Renders the exposition, through the one catalog-driven writer serve uses too.
 pub fn render(rows: &[MetricRow], unmanaged: usize, leader: bool, now_ms: i64) -> String {

@@ -31,6 +31,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;
+pub mod pools;
 
 pub use error::ApiError;
 
@@ -92,6 +93,12 @@ pub fn router(state: AppState) -> Router {
         .route(paths::TERMINATE, post(admin::terminate))
         .route(paths::NODE_STATUS, get(admin::node_status))
         .route(paths::UNMANAGED, get(admin::unmanaged))
+        .route(paths::POOLS, get(pools::list).post(pools::create))
+        .route(
+            paths::POOL,
+            get(pools::show).patch(pools::change).delete(pools::delete),
+        )
+        .route(paths::POOL_EVENTS, get(pools::events))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,

@@ -233,6 +233,9 @@ async fn the_document_lists_exactly_the_routes_of_the_router() {
         paths::NODE_STATUS,
         paths::TERMINATE,
         paths::UNMANAGED,
+        paths::POOLS,
+        paths::POOL,
+        paths::POOL_EVENTS,
         paths::AGENT_REGISTER,
         paths::AGENT_HEARTBEAT,
         paths::AGENT_DOWNLOAD,
@@ -247,7 +250,9 @@ async fn the_document_lists_exactly_the_routes_of_the_router() {
     // Every documented operation is routed: none answers the router's own 404 or 405.
     for (path, ops) in f.doc["paths"].as_object().unwrap() {
         for method in ops.as_object().unwrap().keys() {
-            let uri = path.replace("{cluster_name}", "skydeck-x");
+            let uri = path
+                .replace("{cluster_name}", "skydeck-x")
+                .replace("{name}", "chat");
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let a = f.call(m, &uri, None, None).await;
             if a.status == StatusCode::NOT_FOUND || a.status == StatusCode::METHOD_NOT_ALLOWED {
@@ -281,6 +286,12 @@ async fn every_admin_route_needs_the_admin_key() {
             paths::for_cluster(paths::TERMINATE, "skydeck-x"),
         ),
         (Method::GET, paths::UNMANAGED.to_string()),
+        (Method::GET, paths::POOLS.to_string()),
+        (Method::POST, paths::POOLS.to_string()),
+        (Method::GET, paths::for_pool(paths::POOL, "chat")),
+        (Method::PATCH, paths::for_pool(paths::POOL, "chat")),
+        (Method::DELETE, paths::for_pool(paths::POOL, "chat")),
+        (Method::GET, paths::for_pool(paths::POOL_EVENTS, "chat")),
     ];
     for (m, uri) in routes {
         for auth in [None, Some("wrong")] {
@@ -752,4 +763,161 @@ fn gpu_patterns_follow_the_offerings() {
         }
         assert!(!re.is_match("TPU"));
     }
+}
+
+fn pool_spec() -> Value {
+    json!({
+        "name": "chat",
+        "template": {"placements": [{"provider": "aws", "region": "us-east-1"},
+                                    {"provider": "gcp", "region": "us-central1"}],
+                     "gpu": "L4", "model": "org/model"},
+        "min_nodes": 1, "max_nodes": 3
+    })
+}
+
+#[tokio::test]
+async fn pools_are_created_shown_changed_and_deleted() {
+    let f = fx().await;
+    let a = f.post_json(paths::POOLS, Some(KEY), &pool_spec()).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let v: skydeck_contract::PoolView = a.json();
+    assert_eq!((v.desired, v.size, v.spec.min_nodes), (1, 0, 1));
+    assert_eq!(v.spec.scale_up_delay_seconds, 300);
+    // The same name again.
+    let a = f.post_json(paths::POOLS, Some(KEY), &pool_spec()).await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    assert_eq!(a.error().error.code, "pool_exists");
+
+    let a = f.get(paths::POOLS, Some(KEY)).await;
+    let list: skydeck_contract::PoolList = a.json();
+    assert_eq!(list.pools.len(), 1);
+
+    let patch = |body: Value| {
+        f.call(
+            Method::PATCH,
+            "/admin/pools/chat",
+            Some(KEY),
+            Some(("application/json", serde_json::to_vec(&body).unwrap())),
+        )
+    };
+    let a = patch(json!({"min_nodes": 2, "max_nodes": 5})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let v: skydeck_contract::PoolView = a.json();
+    assert_eq!((v.desired, v.spec.min_nodes, v.spec.max_nodes), (2, 2, 5));
+    // Refused patches name the field and change nothing.
+    for (body, field) in [
+        (json!({"min_nodes": 9}), "min_nodes"),
+        (
+            json!({"scale_up_delay_seconds": 0}),
+            "scale_up_delay_seconds",
+        ),
+        (
+            json!({"scale_up_delay_seconds": -5}),
+            "scale_up_delay_seconds",
+        ),
+        (json!({"max_nodes": "many"}), "max_nodes"),
+        (json!({"name": "other"}), "name"),
+        (
+            json!({"template": {"placements": [], "gpu": "L4", "model": "org/m"}}),
+            "template.placements",
+        ),
+        (
+            json!({"spot": {"fallback_after": 0}}),
+            "spot.fallback_after",
+        ),
+    ] {
+        let a = patch(body.clone()).await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            a.body
+        );
+        assert_eq!(a.field().as_deref(), Some(field), "{body}: {}", a.body);
+    }
+    let v: skydeck_contract::PoolView = f.get("/admin/pools/chat", Some(KEY)).await.json();
+    assert_eq!((v.spec.min_nodes, v.spec.max_nodes), (2, 5));
+
+    // Bad creates name the field.
+    for (change, field) in [
+        (json!({"min_nodes": 4}), "min_nodes"),
+        (json!({"name": "<b>x</b>"}), "name"),
+        (
+            json!({"scale_down_delay_seconds": 0}),
+            "scale_down_delay_seconds",
+        ),
+        (json!({"max_nodes": -1}), "max_nodes"),
+        (json!({"warm": true}), "warm"),
+    ] {
+        let mut body = pool_spec();
+        body["name"] = json!("other");
+        for (k, v) in change.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let a = f.post_json(paths::POOLS, Some(KEY), &body).await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{change}: {}",
+            a.body
+        );
+        assert_eq!(a.field().as_deref(), Some(field), "{change}: {}", a.body);
+    }
+    let mut body = pool_spec();
+    body["template"]["placements"][1]["provider"] = json!("digitalocean");
+    body["name"] = json!("other");
+    let a = f.post_json(paths::POOLS, Some(KEY), &body).await;
+    assert_eq!(
+        a.field().as_deref(),
+        Some("template.placements[1].provider")
+    );
+
+    // Events, newest first, paged.
+    let a = f.get("/admin/pools/chat/events?limit=1", Some(KEY)).await;
+    let page: skydeck_contract::PoolEventPage = a.json();
+    assert_eq!(page.events.len(), 1);
+    assert_eq!(page.events[0].kind, skydeck_contract::DecisionKind::Updated);
+    let cursor = page.next_cursor.unwrap();
+    let a = f
+        .get(
+            &format!("/admin/pools/chat/events?limit=10&cursor={cursor}"),
+            Some(KEY),
+        )
+        .await;
+    let older: skydeck_contract::PoolEventPage = a.json();
+    assert_eq!(older.events.len(), 1);
+    assert_eq!(
+        older.events[0].kind,
+        skydeck_contract::DecisionKind::Created
+    );
+    assert!(older.next_cursor.is_none());
+    for q in ["limit=0", "limit=x", "cursor=nope"] {
+        let a = f
+            .get(&format!("/admin/pools/chat/events?{q}"), Some(KEY))
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{q}");
+    }
+
+    // Unknown and hostile names are 404s naming the path parameter.
+    for name in ["nope", "%3Cscript%3E"] {
+        let a = f.get(&format!("/admin/pools/{name}"), Some(KEY)).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND);
+        assert_eq!(a.error().error.code, "pool_not_found");
+        assert_eq!(a.field().as_deref(), Some("name"));
+    }
+
+    let a = f
+        .call(Method::DELETE, "/admin/pools/chat", Some(KEY), None)
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
+    let v: skydeck_contract::PoolView = a.json();
+    assert!(v.deleting);
+    let a = patch(json!({"max_nodes": 4})).await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    assert_eq!(a.error().error.code, "pool_deleting");
+    // Idempotent.
+    let a = f
+        .call(Method::DELETE, "/admin/pools/chat", Some(KEY), None)
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
 }

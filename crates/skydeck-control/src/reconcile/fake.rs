@@ -109,6 +109,8 @@ struct State {
     costs: HashMap<String, (f64, f64)>,
     seq: u64,
     calls: Vec<String>,
+    /// Placements (`infra` of the task, with spot or not) out of capacity.
+    unavailable: Vec<(String, Option<bool>)>,
 }
 
 /// The fake SkyPilot API server. Cheap to clone; clones share one state.
@@ -186,6 +188,22 @@ impl FakeSky {
             .unwrap()
             .costs
             .insert(cluster.to_string(), (total_cost, duration_s));
+    }
+
+    /// Launches on `infra` (`aws/us-east-1`, as the task's `resources.infra` has it) fail with
+    /// SkyPilot's `ResourcesUnavailableError` until [`FakeSky::restore`]; `spot` limits it to
+    /// spot (`Some(true)`) or on-demand (`Some(false)`) launches.
+    pub fn set_unavailable(&self, infra: &str, spot: Option<bool>) {
+        self.state
+            .lock()
+            .unwrap()
+            .unavailable
+            .push((infra.to_string(), spot));
+    }
+
+    /// Every placement has capacity again.
+    pub fn restore(&self) {
+        self.state.lock().unwrap().unavailable.clear();
     }
 
     /// Ends a hanging launch with `outcome` (`Hang` leaves it running).
@@ -527,10 +545,27 @@ impl SkyApi for FakeSky {
             }
             other => {
                 let i = Self::new_request(&mut st, RequestName::Launch, body.cluster_name, now);
-                let outcome = st
-                    .launch_outcomes
-                    .pop_front()
-                    .unwrap_or(LaunchOutcome::Succeed);
+                // Where the task asks to run, read as SkyPilot reads it.
+                let task: serde_json::Value = serde_saphyr::from_str(body.task).unwrap_or_default();
+                let spot = task["resources"]["use_spot"] == true;
+                let infra = task["resources"]["infra"].as_str().unwrap_or("");
+                let out_of_capacity = st
+                    .unavailable
+                    .iter()
+                    .find(|(i, s)| i == infra && s.is_none_or(|s| s == spot));
+                let outcome = match out_of_capacity {
+                    Some((infra, _)) => LaunchOutcome::Fail {
+                        error_type: skydeck_skypilot::RESOURCES_UNAVAILABLE.into(),
+                        message: format!(
+                            "Failed to provision all possible launchable resources. Relax the task's resource requirements: {infra}{}",
+                            if spot { " (spot)" } else { "" }
+                        ),
+                    },
+                    None => st
+                        .launch_outcomes
+                        .pop_front()
+                        .unwrap_or(LaunchOutcome::Succeed),
+                };
                 apply_launch(&mut st, i, body.cluster_name, outcome, now);
                 match other {
                     Some(f) => Err(self.fault_error(f, LAUNCH_PATH)),

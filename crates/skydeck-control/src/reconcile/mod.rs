@@ -35,7 +35,7 @@ pub mod fake;
 mod sky;
 mod steps;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use sky::SkyApi;
 
@@ -93,6 +93,8 @@ pub struct Reconciler<S: SkyApi = Client> {
     wake: Arc<tokio::sync::Notify>,
     /// When drift was last checked, by the store's clock (ms).
     last_drift: Option<i64>,
+    /// Decides the pools each tick, when set.
+    pools: Option<crate::pools::controller::PoolController>,
 }
 
 impl<S: SkyApi> Reconciler<S> {
@@ -113,7 +115,15 @@ impl<S: SkyApi> Reconciler<S> {
             observed,
             wake,
             last_drift: None,
+            pools: None,
         }
+    }
+
+    /// Runs `pools` on every leader tick, before the due nodes are stepped (so a pool's new
+    /// nodes are launched in the tick that decided them).
+    pub fn with_pools(mut self, pools: crate::pools::controller::PoolController) -> Self {
+        self.pools = Some(pools);
+        self
     }
 
     /// Runs until `shutdown` resolves, then gives the lease up.
@@ -163,7 +173,7 @@ impl<S: SkyApi> Reconciler<S> {
         leader
     }
 
-    /// The work of a leader's tick: heartbeats, drift when due, then every due node.
+    /// The work of a leader's tick: heartbeats, drift when due, the pools, then every due node.
     async fn reconcile(&mut self) {
         let silent = self.db.now_ms() - 3 * self.cfg.heartbeat_interval.as_millis() as i64;
         match self.db.mark_silent_unhealthy(silent).await {
@@ -179,6 +189,15 @@ impl<S: SkyApi> Reconciler<S> {
             self.last_drift = Some(now);
             if let Err(e) = self.check_drift().await {
                 tracing::warn!(error = %e, "cannot compare the table with SkyPilot's /status");
+            }
+        }
+        if let Some(pools) = &self.pools {
+            match pools.tick().await {
+                Ok(s) if s.launched + s.drained + s.removed > 0 => {
+                    tracing::debug!(?s, "pools decided")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot decide the pools"),
             }
         }
         let due = match self.db.due(self.db.now_ms(), 1000).await {

@@ -17,9 +17,9 @@ use crate::status::NodeStatus;
 use crate::store::{NewNode, Node, Store};
 
 /// 2026-12-01T00:00:00Z: a start far from zero, so "no time" is never mistaken for a time.
-const START_MS: i64 = 1_796_083_200_000;
+pub(crate) const START_MS: i64 = 1_796_083_200_000;
 
-fn cfg() -> ReconcilerConfig {
+pub(crate) fn cfg() -> ReconcilerConfig {
     ReconcilerConfig {
         tick: Duration::from_secs(1),
         lease_ttl: Duration::from_secs(30),
@@ -37,7 +37,7 @@ fn cfg() -> ReconcilerConfig {
 }
 
 /// Where a world's table lives; a PostgreSQL database is dropped with it.
-enum Backing {
+pub(crate) enum Backing {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
     Postgres { admin: String, name: String },
 }
@@ -67,16 +67,16 @@ impl Drop for Backing {
 }
 
 /// A store, a fake SkyPilot and a clock they share.
-struct World {
-    clock: Arc<SimClock>,
-    db: Store,
-    sky: FakeSky,
+pub(crate) struct World {
+    pub(crate) clock: Arc<SimClock>,
+    pub(crate) db: Store,
+    pub(crate) sky: FakeSky,
     _backing: Backing,
 }
 
 impl World {
     /// A world on a SQLite file in a temporary directory.
-    async fn new() -> World {
+    pub(crate) async fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("control.db").display());
         World::on(&url, Backing::Sqlite(dir)).await
@@ -84,7 +84,7 @@ impl World {
 
     /// A world on a fresh database of the PostgreSQL server `SKYDECK_TEST_DATABASE_URL`
     /// names; `None` when it is unset.
-    async fn postgres() -> Option<World> {
+    pub(crate) async fn postgres() -> Option<World> {
         use sqlx::Connection;
         let admin = std::env::var("SKYDECK_TEST_DATABASE_URL").ok()?;
         let name = format!("skydeck_r_{}", uuid::Uuid::new_v4().simple());
@@ -114,7 +114,7 @@ impl World {
         }
     }
 
-    fn reconciler(&self, holder: &str) -> (Reconciler<FakeSky>, Arc<Mutex<Observed>>) {
+    pub(crate) fn reconciler(&self, holder: &str) -> (Reconciler<FakeSky>, Arc<Mutex<Observed>>) {
         let observed = Arc::new(Mutex::new(Observed::default()));
         let r = Reconciler::new(
             self.db.clone(),
@@ -144,6 +144,7 @@ impl World {
                 engine: Engine::Vllm,
                 image: None,
                 engine_args: &[],
+                pool: None,
                 agent_token_hash: &"0".repeat(64),
             })
             .await

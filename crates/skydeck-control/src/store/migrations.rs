@@ -59,6 +59,33 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ALTER TABLE nodes ADD COLUMN image TEXT;
     ALTER TABLE nodes ADD COLUMN heartbeat TEXT;",
     ),
+    (
+        3,
+        // Pools: the spec and the controller's state as JSON (`skydeck_contract::PoolSpec`,
+        // `crate::pools::PoolState`), a version every change bumps (changes are conditional
+        // on it), the decision log, and the pool each node belongs to.
+        "ALTER TABLE nodes ADD COLUMN pool TEXT;
+    CREATE INDEX nodes_by_pool ON nodes (pool, status);
+    CREATE TABLE pools (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        state TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        deleting BIGINT NOT NULL DEFAULT 0,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE TABLE pool_events (
+        id TEXT PRIMARY KEY,
+        pool TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        inputs TEXT NOT NULL,
+        cluster_name TEXT
+    );
+    CREATE INDEX pool_events_by_pool ON pool_events (pool, id);",
+    ),
 ];
 
 impl Store {

@@ -1,4 +1,4 @@
-//! The store: the `nodes` and `leases` tables in SQLite (a file, the default) or PostgreSQL.
+//! The store: the `nodes`, `pools`, `pool_events` and `leases` tables in SQLite (a file, the default) or PostgreSQL.
 //!
 //! Both databases run the same migrations ([`migrations`]) and the same SQL text (`$1`
 //! placeholders, which SQLite reads by number too), each through sqlx's own driver for that
@@ -22,6 +22,7 @@
 mod leases;
 mod migrations;
 mod nodes;
+mod pools;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +37,7 @@ use sqlx::sqlite::{
 use crate::clock::SharedClock;
 
 pub use nodes::{ListQuery, MetricRow, NewNode, Node};
+pub use pools::{EventRow, PoolRow, event_id};
 
 /// A database error, with what was being done.
 #[derive(Debug, thiserror::Error)]

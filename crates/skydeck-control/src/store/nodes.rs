@@ -17,7 +17,7 @@ macro_rules! row_columns {
          launch_intent_at, launch_request_id, launching_at, initializing_at, active_at, \
          unhealthy_at, draining_at, terminated_at, failed_at, drain_force, down_intent_at, \
          down_request_id, hourly_price, last_heartbeat_at, attempts, next_attempt_at, engine, \
-         image"
+         image, pool"
     };
 }
 
@@ -110,6 +110,8 @@ pub struct Node {
     pub engine: Engine,
     /// The engine's container image (`docker:…`).
     pub image: Option<String>,
+    /// The pool the node belongs to.
+    pub pool: Option<String>,
     /// The agent's latest heartbeat report (read by single-node reads only).
     pub heartbeat: Option<Heartbeat>,
 }
@@ -152,6 +154,7 @@ struct RawNode {
     next_attempt_at: i64,
     engine: String,
     image: Option<String>,
+    pool: Option<String>,
     heartbeat: Option<String>,
 }
 
@@ -200,6 +203,7 @@ impl RawNode {
             attempts: self.attempts,
             next_attempt_at: self.next_attempt_at,
             image: self.image,
+            pool: self.pool,
         })
     }
 }
@@ -247,7 +251,8 @@ where
         next_attempt_at: r.try_get(29)?,
         engine: r.try_get(30)?,
         image: r.try_get(31)?,
-        heartbeat: r.try_get(32)?,
+        pool: r.try_get(32)?,
+        heartbeat: r.try_get(33)?,
     }
     .into_node()
 }
@@ -313,6 +318,8 @@ pub struct NewNode<'a> {
     pub image: Option<&'a str>,
     /// The engine's extra arguments.
     pub engine_args: &'a [String],
+    /// The pool it belongs to.
+    pub pool: Option<&'a str>,
     /// sha256 of the agent token (hex).
     pub agent_token_hash: &'a str,
 }
@@ -354,8 +361,8 @@ impl Store {
         const SQL: &str = concat!(
             "INSERT INTO nodes (id, cluster_name, provider, region, gpu_type, gpu_count, \
              model_name, use_spot, disk_size, engine_args, status, created_at, updated_at, \
-             agent_token_hash, engine, image) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'requested', $11, $11, $12, $13, $14) \
+             agent_token_hash, engine, image, pool) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'requested', $11, $11, $12, $13, $14, $15) \
              RETURNING ",
             columns!()
         );
@@ -377,6 +384,7 @@ impl Store {
                 .bind(n.agent_token_hash)
                 .bind(n.engine.as_str())
                 .bind(n.image)
+                .bind(n.pool)
                 .fetch_one(pool)
                 .await
                 .map_err(ctx("insert a node"))?;
@@ -546,6 +554,26 @@ impl Store {
                 .fetch_all(pool)
                 .await
                 .map_err(ctx("read live nodes"))?;
+            decode_nodes(&rows)
+        })
+    }
+
+    /// Every node of a pool that is live, or ended at or after `ended_since` (the pool
+    /// controller counts failures and losses from these), with its latest heartbeat report.
+    pub async fn pool_nodes(&self, ended_since: i64) -> Result<Vec<Node>> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM nodes WHERE pool IS NOT NULL \
+             AND (status NOT IN ('terminated', 'failed') OR updated_at >= $1) \
+             ORDER BY created_at, id"
+        );
+        on_db!(self, read, |pool| {
+            let rows = sqlx::query(SQL)
+                .bind(ended_since)
+                .fetch_all(pool)
+                .await
+                .map_err(ctx("read the nodes of pools"))?;
             decode_nodes(&rows)
         })
     }

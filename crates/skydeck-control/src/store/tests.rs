@@ -138,6 +138,7 @@ async fn add_with(s: &Store, name: &str, provider: &str, gpu: &str, model: &str)
         engine: Engine::Llamacpp,
         image: Some("docker:vllm/vllm-openai:v0.1"),
         engine_args: &args,
+        pool: None,
         agent_token_hash: &hash,
     })
     .await
@@ -246,6 +247,7 @@ each_db!(insert_reads_back_and_refuses_duplicates, |db| {
         engine: Engine::Vllm,
         image: None,
         engine_args: &[],
+        pool: Some("chat"),
         agent_token_hash: "other",
     };
     let e = s.insert(&dup).await.expect_err("a duplicate name");
@@ -852,8 +854,8 @@ each_db!(live_metric_rows_and_price, |db| {
     assert_eq!(active.heartbeat.as_ref().unwrap().uptime_seconds, 3.0);
 });
 
-/// A database as version 1 left it (a node with `vllm_args`) migrates to version 2 with its
-/// rows intact, and migrating again does nothing.
+/// A database as version 1 left it (a node with `vllm_args`) migrates to the latest version
+/// with its rows intact (no pool), and migrating again does nothing.
 #[tokio::test]
 async fn a_version_1_database_migrates() {
     for db in unmigrated("v1").await {
@@ -879,7 +881,7 @@ async fn a_version_1_database_migrates() {
             "{}: vllm_args kept",
             db.label
         );
-        assert_eq!((n.image, n.heartbeat), (None, None));
+        assert_eq!((n.image, n.heartbeat, n.pool), (None, None, None));
         assert_eq!(n.status, NodeStatus::Active);
         let versions: Vec<i64> = on_db!(s, read, |pool| sqlx::query_scalar(
             "SELECT version FROM skydeck_migrations ORDER BY version"
@@ -887,7 +889,7 @@ async fn a_version_1_database_migrates() {
         .fetch_all(pool)
         .await)
         .unwrap();
-        assert_eq!(versions, [1, 2]);
+        assert_eq!(versions, [1, 2, 3]);
         // The migrated table takes new rows with the new columns.
         add(s, "new").await;
     }

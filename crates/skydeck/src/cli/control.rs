@@ -11,6 +11,8 @@ use clap::Args;
 use secrecy::ExposeSecret;
 use skydeck_control::http::{AgentBinary, AppState};
 use skydeck_control::node_config::Rules;
+use skydeck_control::pools::controller::PoolController;
+use skydeck_control::pools::decide::Timing;
 use skydeck_control::reconcile::{Observed, Reconciler, ReconcilerConfig};
 use skydeck_control::store::Store;
 use skydeck_control::token::AdminKeys;
@@ -101,6 +103,12 @@ pub struct ControlArgs {
     /// Serve the API only; never run the reconciler.
     #[arg(long)]
     pub no_reconciler: bool,
+    /// A pool's unhealthy node is terminated and replaced after this long.
+    #[arg(long, value_parser = duration::parse, default_value = "2m")]
+    pub pool_replace_after: Duration,
+    /// A pool skips a placement that ran out of capacity for this long.
+    #[arg(long, value_parser = duration::parse, default_value = "10m")]
+    pub pool_capacity_backoff: Duration,
     /// This replica's name in the reconciler lease (default: host, pid and a random suffix).
     #[arg(long)]
     pub replica_id: Option<String>,
@@ -172,12 +180,13 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
 
     let observed = Arc::new(Mutex::new(Observed::default()));
     let wake = Arc::new(tokio::sync::Notify::new());
+    let rules = Arc::new(Rules {
+        kubernetes_contexts: args.kubernetes_contexts.clone(),
+    });
     let state = AppState {
         db: db.clone(),
         admin_keys: Arc::new(keys),
-        rules: Arc::new(Rules {
-            kubernetes_contexts: args.kubernetes_contexts.clone(),
-        }),
+        rules: Arc::clone(&rules),
         cluster_prefix: args.cluster_prefix.clone().into(),
         agent: Arc::new(AgentBinary {
             path: agent_path,
@@ -219,7 +228,17 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
             holder,
             Arc::clone(&observed),
             Arc::clone(&wake),
-        );
+        )
+        .with_pools(PoolController::new(
+            db.clone(),
+            rules,
+            args.cluster_prefix.clone(),
+            Timing {
+                replace_unhealthy_after_ms: args.pool_replace_after.as_millis() as i64,
+                capacity_backoff_ms: args.pool_capacity_backoff.as_millis() as i64,
+                ..Timing::default()
+            },
+        ));
         let mut rx = stop_rx.clone();
         Some(tokio::spawn(r.run(async move {
             let _ = rx.wait_for(|s| *s).await;

@@ -6,6 +6,7 @@ mod collect;
 mod control;
 mod datadog;
 mod nodes;
+mod pools;
 mod serve;
 
 use std::process::ExitCode;
@@ -47,6 +48,8 @@ pub enum Command {
     Control(Box<control::ControlArgs>),
     /// Launch, terminate, show and list nodes through a control plane.
     Nodes(nodes::NodesArgs),
+    /// Create, change, show and delete autoscaled pools of nodes, and read their decisions.
+    Pools(pools::PoolsArgs),
     /// The node agent (started on each node by its SkyPilot task).
     Agent(agent::AgentArgs),
 }
@@ -67,6 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Datadog(args) => datadog::run(args).await,
         Command::Control(args) => control::run(*args).await,
         Command::Nodes(args) => nodes::run(args).await,
+        Command::Pools(args) => pools::run(args).await,
         Command::Agent(args) => agent::run(args).await,
     }
 }

@@ -23,9 +23,9 @@ use secrecy::ExposeSecret;
 use crate::config::AwsSection;
 use crate::{credentials, duration};
 
-/// Options of `skydeck nodes`.
+/// Where the control plane is and how to authenticate (`skydeck nodes`, `skydeck pools`).
 #[derive(Debug, Args)]
-pub struct NodesArgs {
+pub struct ControlPlane {
     /// The control plane's URL.
     #[arg(
         long,
@@ -37,6 +37,14 @@ pub struct NodesArgs {
     /// counts as not set, as for every credential).
     #[arg(long, value_name = "PATH")]
     pub admin_key_file: Option<PathBuf>,
+}
+
+/// Options of `skydeck nodes`.
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// The control plane.
+    #[command(flatten)]
+    pub plane: ControlPlane,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -135,7 +143,8 @@ pub struct LaunchArgs {
     pub timeout: Duration,
 }
 
-struct Api {
+/// A client of the admin API with its key.
+pub(super) struct Api {
     http: reqwest::Client,
     base: String,
     key: String,
@@ -143,7 +152,7 @@ struct Api {
 
 impl Api {
     /// Calls `path`; a success is read as `T`, a refusal as the contract's [`ErrorBody`].
-    async fn call<T: DeserializeOwned>(
+    pub(super) async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -175,12 +184,12 @@ impl Api {
             .with_context(|| format!("{path}: the answer is not what the contract says"))
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+    pub(super) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.call(reqwest::Method::GET, path, None::<&()>).await
     }
 }
 
-fn print_json(v: &impl Serialize, pretty: bool) -> anyhow::Result<()> {
+pub(super) fn print_json(v: &impl Serialize, pretty: bool) -> anyhow::Result<()> {
     let text = if pretty {
         serde_json::to_string_pretty(v)?
     } else {
@@ -252,16 +261,17 @@ fn print_heartbeat(hb: Option<&Heartbeat>) {
     }
 }
 
-/// Runs a `nodes` command.
-pub async fn run(args: NodesArgs) -> anyhow::Result<ExitCode> {
+/// A client of the control plane `plane`, with the admin key from SKYDECK_ADMIN_API_KEY or
+/// its key file (the first key of a rotation list).
+pub(super) async fn connect(plane: &ControlPlane) -> anyhow::Result<Api> {
+    let url = plane.url.as_str();
     let creds = credentials::reader(&AwsSection::default());
-    let spec = credentials::admin_api_key(args.admin_key_file.as_deref(), None)?;
+    let spec = credentials::admin_api_key(plane.admin_key_file.as_deref(), None)?;
     let key = creds
         .get(&spec)
         .await?
         .map(|r| r.value.expose_secret().to_string())
         .unwrap_or_default();
-    // The first key of a rotation list.
     let key = key
         .split([',', '\n'])
         .map(str::trim)
@@ -272,11 +282,16 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<ExitCode> {
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .build()?;
-    let api = Api {
+    Ok(Api {
         http,
-        base: args.url.trim_end_matches('/').to_string(),
+        base: url.trim_end_matches('/').to_string(),
         key,
-    };
+    })
+}
+
+/// Runs a `nodes` command.
+pub async fn run(args: NodesArgs) -> anyhow::Result<ExitCode> {
+    let api = connect(&args.plane).await?;
     let json_out = args.json;
     match args.command {
         NodesCommand::Launch(l) => {

