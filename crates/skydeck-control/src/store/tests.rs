@@ -938,6 +938,26 @@ each_db!(
                 listed.cluster_name
             );
         }
+        // The pool controller's read (a JSON page on SQLite too) returns the same nodes, with
+        // their reports.
+        on_db!(s, write, |pool| sqlx::query("UPDATE nodes SET pool = 'chat-\"é'")
+            .execute(pool)
+            .await
+            .map(drop))
+        .unwrap();
+        let pooled = s.pool_nodes(0).await.unwrap();
+        assert_eq!(pooled.len(), NodeStatus::ALL.len(), "{}", db.label);
+        for listed in pooled {
+            let alone = s.get(&listed.cluster_name).await.unwrap().expect("the node");
+            assert_eq!(alone.pool.as_deref(), Some("chat-\"é"));
+            assert_eq!(
+                serde_json::to_value(&listed).unwrap(),
+                serde_json::to_value(&alone).unwrap(),
+                "{}: {}",
+                db.label,
+                listed.cluster_name
+            );
+        }
         let empty = s
             .list(&ListQuery {
                 provider: Some("nobody".into()),
