@@ -26,6 +26,9 @@ use skydeck_skypilot::is_capacity_failure;
 use super::{Draft, Exhausted, Idle, PoolState, counts, placement_has_spot};
 use crate::store::Node;
 
+/// How long a loss or a scale-up waits for the node that answers it, at most (ms).
+const PENDING_HORIZON_MS: i64 = 3_600_000;
+
 /// The controller's own timings (the spec holds the pool's).
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -272,6 +275,14 @@ pub fn decide(
     }
     // Forget ids that fell out of the window the store reads ended nodes from.
     st.accounted.retain(|id| nodes.iter().any(|n| &n.id == id));
+
+    // A node that comes up more than an hour after the loss or the scale-up it would answer
+    // is not its answer: drop what is older (and never keep more than the pool can hold).
+    let horizon = now - PENDING_HORIZON_MS;
+    st.lost.retain(|at| *at >= horizon);
+    st.scale_ups.retain(|at| *at >= horizon);
+    st.lost.truncate(spec.max_nodes as usize);
+    st.scale_ups.truncate(spec.max_nodes as usize);
 
     // Nodes that came up: a launch worked, and a lost node or a scale-up is served.
     for n in nodes.iter().filter(|n| n.status == NodeStatus::Active) {

@@ -510,6 +510,10 @@ pub async fn change(
         let spec = patch.apply(&pool.spec);
         validate(&spec, rules)?;
         let mut state = pool.state.clone();
+        if patch.template.is_some() {
+            // Exhausted placements are remembered by position in the old list.
+            state.exhausted.clear();
+        }
         let before = state.desired;
         state.desired = state.desired.clamp(spec.min_nodes, spec.max_nodes);
         let changed = serde_json::to_value(patch).unwrap_or_default();
