@@ -16,3 +16,12 @@ pub fn timestamp_column(status: NodeStatus) -> &'static str {
         NodeStatus::Failed => "failed_at",
     }
 }
+
+/// How a node's stored reason starts when SkyPilot's launch request failed; the exception
+/// class and message follow (`SkyPilot launch failed: ResourcesUnavailableError: …`). The pool
+/// controller reads failures back by it.
+pub const LAUNCH_FAILED: &str = "SkyPilot launch failed: ";
+
+/// How a node's stored reason starts when drift found its cluster in SkyPilot but not UP (a
+/// spot cluster preempted to STOPPED or INIT); the status follows.
+pub const CLUSTER_NOT_UP: &str = "SkyPilot reports the cluster ";

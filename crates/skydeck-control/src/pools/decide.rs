@@ -24,6 +24,7 @@ use skydeck_contract::{CapacityMode, DecisionKind, NodeStatus, PoolSpec};
 use skydeck_skypilot::is_capacity_failure;
 
 use super::{Draft, Exhausted, Idle, PoolState, counts, placement_has_spot};
+use crate::status::{CLUSTER_NOT_UP, LAUNCH_FAILED};
 use crate::store::Node;
 
 /// How long a loss or a scale-up waits for the node that answers it, at most (ms).
@@ -225,7 +226,7 @@ pub fn decide(
                             "{} out of capacity ({}) → trying {next}",
                             where_(spec, i, n.use_spot),
                             reason
-                                .strip_prefix("SkyPilot launch failed: ")
+                                .strip_prefix(LAUNCH_FAILED)
                                 .map_or(reason.clone(), |r| format!("SkyPilot: {r}"))
                         ),
                         serde_json::json!({"placement": i, "spot": n.use_spot, "skypilot": reason,
@@ -309,7 +310,7 @@ pub fn decide(
         let reason = n.status_reason.clone().unwrap_or_default();
         st.lost.push_back(now);
         // A spot cluster SkyPilot reports not UP was preempted.
-        if n.use_spot && reason.starts_with("SkyPilot reports the cluster") {
+        if n.use_spot && reason.starts_with(CLUSTER_NOT_UP) {
             st.spot_losses.push(now);
             st.preemptions += 1;
         }

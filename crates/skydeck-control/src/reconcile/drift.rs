@@ -39,7 +39,7 @@ pub(super) fn drift_change(
         (NodeStatus::Active | NodeStatus::Initializing, Some(s)) if s != ClusterStatus::Up => {
             Some((
                 NodeStatus::Unhealthy,
-                format!("SkyPilot reports the cluster {}", s.as_str()),
+                format!("{}{}", crate::status::CLUSTER_NOT_UP, s.as_str()),
             ))
         }
         _ => None,

@@ -184,7 +184,7 @@ impl<S: SkyApi> Step<S> {
                         error_type,
                         message,
                         ..
-                    }) => format!("SkyPilot launch failed: {error_type}: {message}"),
+                    }) => format!("{}{error_type}: {message}", crate::status::LAUNCH_FAILED),
                     Err(e) if e.is_cancelled() => {
                         "the launch request was cancelled in SkyPilot".to_string()
                     }

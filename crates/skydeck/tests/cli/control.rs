@@ -861,7 +861,12 @@ fn a_llamacpp_node_serves_reports_and_drains() {
     let mut agent = llamacpp_agent(&plane, &fleet, &node, port);
     plane.wait_status(&cluster, "active", Duration::from_secs(120));
 
-    let http = reqwest::blocking::Client::new();
+    // A loaded CI machine (the pool test's clients keep another llama-server busy) can take
+    // longer than reqwest's default 30 s for a completion on two threads.
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
     let answer: Value = http
         .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
         .json(&json!({"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}))
@@ -899,8 +904,12 @@ fn a_llamacpp_node_serves_reports_and_drains() {
     assert!(!err.contains(&token));
 }
 
-/// A child process killed when the test lets go of it.
-pub(crate) struct KillOnDrop(pub(crate) Child);
+/// A child process killed when the test lets go of it, and the directory it ran in (removed
+/// after it is killed).
+pub(crate) struct KillOnDrop(
+    pub(crate) Child,
+    #[allow(dead_code)] Option<tempfile::TempDir>,
+);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -936,7 +945,7 @@ pub(crate) fn llama_server(extra: &[&str]) -> (KillOnDrop, u16) {
         .stderr(Stdio::null())
         .spawn()
         .expect("starting llama-server");
-    (KillOnDrop(child), port)
+    (KillOnDrop(child, None), port)
 }
 
 /// A real `skydeck agent --engine llamacpp` for `node` (as the admin API shows it) in front of
@@ -949,10 +958,10 @@ pub(crate) fn llamacpp_agent(
 ) -> KillOnDrop {
     let cluster = node["cluster_name"].as_str().unwrap();
     let token = agent_token(fleet, cluster);
-    let home = tempfile::tempdir().unwrap().keep();
+    let home = tempfile::tempdir().unwrap();
     let child = Command::new(assert_cmd::cargo::cargo_bin!("skydeck"))
         .arg("agent")
-        .env("HOME", &home)
+        .env("HOME", home.path())
         .env("SKYDECK_CONTROL_PLANE_URL", &plane.url)
         .env("SKYDECK_NODE_ID", node["node_id"].as_str().unwrap())
         .env("SKYDECK_AGENT_TOKEN", &token)
@@ -968,7 +977,7 @@ pub(crate) fn llamacpp_agent(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    KillOnDrop(child)
+    KillOnDrop(child, Some(home))
 }
 
 /// A minimal vLLM on 127.0.0.1 (one request per connection): healthy, serving one model,
