@@ -662,38 +662,63 @@ fn every_admin_route_needs_the_key() {
     let cluster = plane.launch(basic_node());
     let (code, doc) = plane.call("GET", "/openapi.json", None, None);
     assert_eq!(code, 200);
+    let (code, resp) = plane.admin(
+        "POST",
+        "/admin/pools",
+        Some(json!({"name": "chat", "max_nodes": 2, "template": {
+            "placements": [{"provider": "aws", "region": "us-west-2"}],
+            "gpu": "A10G", "model": "meta-llama/Llama-2-7b-chat-hf"}})),
+    );
+    assert_eq!(code, 201, "{resp}");
     let mut admin_routes = 0;
-    for (path, ops) in doc["paths"].as_object().unwrap() {
-        for (method, op) in ops.as_object().unwrap() {
-            let concrete = path.replace("{cluster_name}", &cluster);
-            let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
-            let body = (method == "post").then(|| json!({}));
-            if !secured {
-                let (code, _) = plane.call(method, &concrete, None, None);
-                assert_eq!(code, 200, "{method} {path} is documented as open");
-                continue;
-            }
-            for auth in [None, Some("wrong-key"), Some("")] {
-                let (code, resp) = plane.call(method, &concrete, auth, body.clone());
-                assert_eq!(code, 401, "{method} {path} with {auth:?}: {resp}");
-                assert_eq!(resp["error"]["code"], "unauthorized");
-            }
-            if path.starts_with("/admin") {
-                admin_routes += 1;
-                let (code, resp) = plane.admin(
-                    method,
-                    &concrete,
-                    if method == "post" && path.ends_with("launch") {
-                        Some(basic_node())
-                    } else {
-                        None
-                    },
-                );
-                assert!(code == 200, "{method} {path} with the key: {code} {resp}");
-            }
+    // Every documented operation, deletions last (so each route finds what it names).
+    let mut operations: Vec<(&String, &String, &Value)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .iter()
+                .map(move |(m, op)| (path, m, op))
+        })
+        .collect();
+    operations.sort_by_key(|(_, m, _)| *m == "delete");
+    for (path, method, op) in operations {
+        let method = method.as_str();
+        let concrete = path
+            .replace("{cluster_name}", &cluster)
+            .replace("{name}", "chat");
+        let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+        let body = (method == "post").then(|| json!({}));
+        if !secured {
+            let (code, _) = plane.call(method, &concrete, None, None);
+            assert_eq!(code, 200, "{method} {path} is documented as open");
+            continue;
+        }
+        for auth in [None, Some("wrong-key"), Some("")] {
+            let (code, resp) = plane.call(method, &concrete, auth, body.clone());
+            assert_eq!(code, 401, "{method} {path} with {auth:?}: {resp}");
+            assert_eq!(resp["error"]["code"], "unauthorized");
+        }
+        if path.starts_with("/admin") {
+            admin_routes += 1;
+            let body = match (method, path.as_str()) {
+                ("post", "/admin/nodes/launch") => Some(basic_node()),
+                ("post", "/admin/pools") => Some(json!({"name": "other", "max_nodes": 1,
+                        "template": {"placements": [{"provider": "gcp", "region": "us-central1"}],
+                                     "gpu": "L4", "model": "org/model"}})),
+                ("patch", _) => Some(json!({"max_nodes": 3})),
+                _ => None,
+            };
+            let (code, resp) = plane.admin(method, &concrete, body);
+            assert!(
+                (200..300).contains(&code),
+                "{method} {path} with the key: {code} {resp}"
+            );
         }
     }
-    assert_eq!(admin_routes, 6);
+    assert_eq!(admin_routes, 12);
 
     // Oversized bodies are refused before they are parsed.
     let big = json!({"provider": "aws", "region": "us-west-2", "gpu": "A10G", "model": "a/b", "vllm_args": "x".repeat(100_000)});
@@ -739,8 +764,15 @@ fn every_admin_route_needs_the_key() {
         (code, resp["error"]["field"].as_str()),
         (400, Some("limit"))
     );
+    // The two launched directly, nothing of the refused ones (the pools launch their own).
     let (_, list) = plane.admin("GET", "/admin/nodes?limit=1000", None);
-    assert_eq!(list["nodes"].as_array().unwrap().len(), 2);
+    let direct = list["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n.get("pool").is_none())
+        .count();
+    assert_eq!(direct, 2, "{list:#}");
 
     let plane_home = tempfile::tempdir().unwrap();
     let help = Command::new(assert_cmd::cargo::cargo_bin!("skydeck"))
