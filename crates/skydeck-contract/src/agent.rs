@@ -352,7 +352,7 @@ impl AgentReply {
         match status {
             NodeStatus::Draining if force => Order::Exit,
             NodeStatus::Draining => Order::Drain,
-            s if s.is_final() => Order::Exit,
+            s if s.is_final() || s == NodeStatus::Stopped => Order::Exit,
             _ => Order::Serve,
         }
     }

@@ -6,12 +6,17 @@
 //!     │            │   └──────────────────↗ │         │
 //!     │            └→ failed                │         │
 //!     └──────────────┴────────────┴─────────┴→ draining → terminated
+//!                                                 │   ↑
+//!                          requested ← stopped ←──┘   │ (a pool's warm node)
+//!                                         └───────────┘
 //! ```
 //! `requested`: stored, no SkyPilot request yet. `launching`: SkyPilot's launch request is
 //! running. `initializing`: the cluster is up, the engine and the agent are starting. `active`:
 //! the agent registered and heartbeats. `unhealthy`: no heartbeat for three intervals, or
 //! SkyPilot reports the cluster not UP. `draining`: terminate was asked; in-flight requests
-//! finish, then the cluster is taken down. `terminated` and `failed` are final. A cluster that
+//! finish, then the cluster is taken down (or, for a pool's warm node, stopped).
+//! `stopped`: the cluster is stopped in SkyPilot (its disk kept); a pool starts it again by
+//! launching it anew (back to `requested`), or terminates it. `terminated` and `failed` are final. A cluster that
 //! vanishes from SkyPilot ends its node `terminated` from any state after launching.
 
 use serde::{Deserialize, Serialize};
@@ -35,8 +40,10 @@ pub enum NodeStatus {
     Active,
     /// Heartbeats stopped, or the cluster is not UP in SkyPilot.
     Unhealthy,
-    /// Being taken down.
+    /// Being taken down (or stopped).
     Draining,
+    /// Stopped in SkyPilot, its disk kept: a pool's warm node.
+    Stopped,
     /// Gone (final).
     Terminated,
     /// The launch failed (final); the reason is stored.
@@ -45,25 +52,27 @@ pub enum NodeStatus {
 
 impl NodeStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [NodeStatus; 8] = [
+    pub const ALL: [NodeStatus; 9] = [
         NodeStatus::Requested,
         NodeStatus::Launching,
         NodeStatus::Initializing,
         NodeStatus::Active,
         NodeStatus::Unhealthy,
         NodeStatus::Draining,
+        NodeStatus::Stopped,
         NodeStatus::Terminated,
         NodeStatus::Failed,
     ];
 
     /// The states a node that is not final can be in.
-    pub const LIVE: [NodeStatus; 6] = [
+    pub const LIVE: [NodeStatus; 7] = [
         NodeStatus::Requested,
         NodeStatus::Launching,
         NodeStatus::Initializing,
         NodeStatus::Active,
         NodeStatus::Unhealthy,
         NodeStatus::Draining,
+        NodeStatus::Stopped,
     ];
 
     /// The wire and stored name.
@@ -75,6 +84,7 @@ impl NodeStatus {
             NodeStatus::Active => "active",
             NodeStatus::Unhealthy => "unhealthy",
             NodeStatus::Draining => "draining",
+            NodeStatus::Stopped => "stopped",
             NodeStatus::Terminated => "terminated",
             NodeStatus::Failed => "failed",
         }
@@ -99,7 +109,8 @@ impl NodeStatus {
             Initializing => &[Active, Unhealthy, Draining, Terminated],
             Active => &[Unhealthy, Draining, Terminated],
             Unhealthy => &[Active, Draining, Terminated],
-            Draining => &[Terminated],
+            Draining => &[Terminated, Stopped],
+            Stopped => &[Requested, Draining, Terminated],
             Terminated | Failed => &[],
         }
     }

@@ -155,6 +155,12 @@ pub struct PoolSpec {
     #[serde(default, deserialize_with = "crate::num::integer_opt")]
     #[schema(minimum = 1, maximum = 604800)]
     pub idle_timeout_seconds: Option<u64>,
+    /// Up to this many nodes are stopped (SkyPilot `/stop`, their disks kept) instead of
+    /// terminated when the pool shrinks, and started again before any new launch when it
+    /// grows (default 0: none).
+    #[serde(default, deserialize_with = "crate::num::integer")]
+    #[schema(minimum = 0, maximum = 100)]
+    pub warm_nodes: u32,
     /// Spot policy.
     #[serde(default)]
     pub spot: SpotPolicy,
@@ -215,6 +221,14 @@ pub struct PoolPatch {
     )]
     #[schema(minimum = 0, maximum = 604800)]
     pub idle_timeout_seconds: Option<u64>,
+    /// New number of warm nodes.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::integer_opt"
+    )]
+    #[schema(minimum = 0, maximum = 100)]
+    pub warm_nodes: Option<u32>,
     /// New spot policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spot: Option<SpotPolicy>,
@@ -245,6 +259,9 @@ impl PoolPatch {
         if let Some(v) = self.idle_timeout_seconds {
             s.idle_timeout_seconds = (v > 0).then_some(v);
         }
+        if let Some(v) = self.warm_nodes {
+            s.warm_nodes = v;
+        }
         if let Some(v) = &self.spot {
             s.spot = v.clone();
         }
@@ -274,8 +291,13 @@ pub struct PoolView {
     pub size: u32,
     /// Of those, the active ones.
     pub active: u32,
-    /// Nodes being drained.
+    /// Nodes being drained (or stopped).
     pub draining: u32,
+    /// Warm nodes: stopped in SkyPilot, started again before any new launch.
+    pub stopped: u32,
+    /// Disk the stopped nodes keep, in GB (billed while stopped; SkyPilot's catalogs have no
+    /// disk prices, so no cost is computed).
+    pub stopped_disk_gb: i64,
     /// Counted nodes on spot capacity.
     pub spot_nodes: u32,
     /// Counted nodes on on-demand capacity.
@@ -339,13 +361,17 @@ pub enum DecisionKind {
     LaunchFailed,
     /// No placement can take a launch now.
     Blocked,
+    /// A node was stopped to keep it warm instead of being terminated.
+    WarmStop,
+    /// A warm node was started again instead of a new launch.
+    WarmStart,
     /// Deletion was asked.
     Deleting,
 }
 
 impl DecisionKind {
     /// Every kind.
-    pub const ALL: [DecisionKind; 15] = [
+    pub const ALL: [DecisionKind; 17] = [
         DecisionKind::Created,
         DecisionKind::Updated,
         DecisionKind::ScaleUp,
@@ -360,6 +386,8 @@ impl DecisionKind {
         DecisionKind::Failover,
         DecisionKind::LaunchFailed,
         DecisionKind::Blocked,
+        DecisionKind::WarmStop,
+        DecisionKind::WarmStart,
         DecisionKind::Deleting,
     ];
 
@@ -380,6 +408,8 @@ impl DecisionKind {
             DecisionKind::Failover => "failover",
             DecisionKind::LaunchFailed => "launch_failed",
             DecisionKind::Blocked => "blocked",
+            DecisionKind::WarmStop => "warm_stop",
+            DecisionKind::WarmStart => "warm_start",
             DecisionKind::Deleting => "deleting",
         }
     }

@@ -69,6 +69,7 @@ fn spec(name: &str, nodes: u32) -> PoolSpec {
         scale_up_delay_seconds: 300,
         scale_down_delay_seconds: 600,
         idle_timeout_seconds: None,
+        warm_nodes: 0,
         spot: SpotPolicy::default(),
     }
 }

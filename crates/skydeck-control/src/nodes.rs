@@ -185,6 +185,20 @@ pub async fn terminate(
     ))
 }
 
+/// Asks for `cluster_name` to be stopped after it drains (a pool's warm node). Returns whether
+/// it moved (a node that is not running stays as it is).
+pub async fn stop(store: &Store, cluster_name: &str) -> Result<bool, OpError> {
+    let node = find(store, cluster_name).await?;
+    Ok(store.request_stop(&node.id).await?)
+}
+
+/// Starts the stopped `cluster_name` again: it is launched anew under the same cluster name.
+/// Returns whether it moved.
+pub async fn restart(store: &Store, cluster_name: &str) -> Result<bool, OpError> {
+    let node = find(store, cluster_name).await?;
+    Ok(store.restart(&node.id).await?)
+}
+
 /// The node whose agent token is `token`; `None` for a token no node holds.
 pub async fn by_token(store: &Store, token: &str) -> Result<Option<Node>, OpError> {
     Ok(store.by_token_hash(&token::hash(token)).await?)

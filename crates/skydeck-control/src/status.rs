@@ -12,6 +12,7 @@ pub fn timestamp_column(status: NodeStatus) -> &'static str {
         NodeStatus::Active => "active_at",
         NodeStatus::Unhealthy => "unhealthy_at",
         NodeStatus::Draining => "draining_at",
+        NodeStatus::Stopped => "stopped_at",
         NodeStatus::Terminated => "terminated_at",
         NodeStatus::Failed => "failed_at",
     }

@@ -395,6 +395,12 @@ catalog! {
     CONTROL_POOL_NODES = "skydeck.control.pool_nodes", "skydeck_control_pool_nodes", Gauge, Node,
         POOL_CAPACITY,
         "Nodes counting toward the pool's size (not draining or ended), by capacity (spot, on_demand).";
+    CONTROL_POOL_STOPPED = "skydeck.control.pool_stopped_nodes", "skydeck_control_pool_stopped_nodes",
+        Gauge, Node, POOL,
+        "The pool's warm nodes: stopped in SkyPilot, started again before any new launch.";
+    CONTROL_POOL_STOPPED_DISK = "skydeck.control.pool_stopped_disk", "skydeck_control_pool_stopped_disk_bytes",
+        Gauge, Byte, POOL,
+        "Disk the pool's stopped nodes keep (billed while stopped; no price is known to skydeck).";
     CONTROL_POOL_DESIRED = "skydeck.control.pool_desired", "skydeck_control_pool_desired_nodes",
         Gauge, Node, POOL,
         "The size the pool controller aims at.";

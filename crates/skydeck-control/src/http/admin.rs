@@ -260,7 +260,7 @@ pub fn list_query(q: &QueryPairs) -> Result<ListQuery, ApiError> {
 #[utoipa::path(get, path = "/admin/nodes", tag = "admin",
     security(("adminKey" = [])),
     params(
-        ("status" = Option<String>, Query, description = "Statuses, separated by commas", pattern = r"^(requested|launching|initializing|active|unhealthy|draining|terminated|failed)(,(requested|launching|initializing|active|unhealthy|draining|terminated|failed))*$"),
+        ("status" = Option<String>, Query, description = "Statuses, separated by commas", pattern = r"^(requested|launching|initializing|active|unhealthy|draining|stopped|terminated|failed)(,(requested|launching|initializing|active|unhealthy|draining|stopped|terminated|failed))*$"),
         ("provider" = Option<String>, Query, description = "aws, gcp, azure, lambda, oci or kubernetes"),
         ("gpu" = Option<String>, Query, description = "GPU name as stored (`A100`)", max_length = 256),
         ("model" = Option<String>, Query, description = "Model id", max_length = 256),

@@ -133,12 +133,21 @@ pub fn render_pools(
             );
         }
         for (def, val) in [
+            (&c::CONTROL_POOL_STOPPED, v.stopped),
             (&c::CONTROL_POOL_DESIRED, v.desired),
             (&c::CONTROL_POOL_MIN, p.spec.min_nodes),
             (&c::CONTROL_POOL_MAX, p.spec.max_nodes),
         ] {
             samples.push(Sample::of(def, f64::from(val), at).tag("pool", name));
         }
+        samples.push(
+            Sample::of(
+                &c::CONTROL_POOL_STOPPED_DISK,
+                v.stopped_disk_gb as f64 * 1e9,
+                at,
+            )
+            .tag("pool", name),
+        );
         if let Some(w) = v.waiting_per_node {
             samples.push(Sample::of(&c::CONTROL_POOL_WAITING, w, at).tag("pool", name));
         }

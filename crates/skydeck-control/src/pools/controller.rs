@@ -151,16 +151,29 @@ impl PoolController {
             }
         }
         for a in &plan.actions {
-            if let Action::Drain {
-                cluster_name,
-                force,
-            } = a
-            {
-                match nodes::terminate(&self.db, cluster_name, *force).await {
-                    Ok(_) => summary.drained += 1,
-                    Err(e) => {
-                        tracing::warn!(pool = %name, cluster = %cluster_name, error = %e, "pool drain failed")
-                    }
+            let (cluster, done) = match a {
+                Action::Drain {
+                    cluster_name,
+                    force,
+                } => (
+                    cluster_name,
+                    nodes::terminate(&self.db, cluster_name, *force)
+                        .await
+                        .map(|_| true),
+                ),
+                Action::Stop { cluster_name } => {
+                    (cluster_name, nodes::stop(&self.db, cluster_name).await)
+                }
+                Action::Start { cluster_name } => {
+                    (cluster_name, nodes::restart(&self.db, cluster_name).await)
+                }
+                Action::Launch { .. } | Action::Remove => continue,
+            };
+            match done {
+                Ok(true) => summary.drained += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(pool = %name, cluster = %cluster, error = %e, "pool action failed")
                 }
             }
         }

@@ -73,6 +73,16 @@ pub enum Action {
         /// Cut in-flight requests off.
         force: bool,
     },
+    /// Stop a node to keep it warm (it drains first).
+    Stop {
+        /// Its cluster name.
+        cluster_name: String,
+    },
+    /// Start a warm node again.
+    Start {
+        /// Its cluster name.
+        cluster_name: String,
+    },
     /// Every node is gone and deletion was asked: remove the pool.
     Remove,
 }
@@ -145,6 +155,22 @@ fn drain_rank(n: &Node) -> (u8, i64, i64) {
     };
     let busy = ((waiting + running) * 1000.0) as i64;
     (class, if class == 3 { busy } else { 0 }, -n.created_at)
+}
+
+/// The action that takes `n` out of the pool's size: a stop while warm slots are free (for a
+/// node that runs: one not launched yet, or unhealthy, is terminated), else a drain.
+fn shrink(n: &Node, warm_free: &mut u32) -> Action {
+    if *warm_free > 0 && matches!(n.status, NodeStatus::Active | NodeStatus::Initializing) {
+        *warm_free -= 1;
+        Action::Stop {
+            cluster_name: n.cluster_name.clone(),
+        }
+    } else {
+        Action::Drain {
+            cluster_name: n.cluster_name.clone(),
+            force: false,
+        }
+    }
 }
 
 /// Decides one tick of the pool `spec` with its `state` and `nodes` (the pool's live nodes
@@ -439,6 +465,38 @@ pub fn decide(
         .iter()
         .filter(|n| counts(n) && !draining_now.contains(&n.id))
         .collect();
+    // Warm nodes: those stopped, and those draining toward a stop.
+    let stopped: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| n.status == NodeStatus::Stopped)
+        .collect();
+    let stopping = nodes
+        .iter()
+        .filter(|n| n.status == NodeStatus::Draining && n.stop_on_drain)
+        .count() as u32;
+    let mut warm_free = spec
+        .warm_nodes
+        .saturating_sub(stopped.len() as u32 + stopping);
+    // More warm nodes than the spec keeps (it was lowered): the extra ones go, oldest first.
+    let extra = (stopped.len() as u32 + stopping).saturating_sub(spec.warm_nodes);
+    for n in stopped.iter().take(extra as usize) {
+        actions.push(Action::Drain {
+            cluster_name: n.cluster_name.clone(),
+            force: true,
+        });
+        ev(
+            DecisionKind::Drain,
+            format!(
+                "drain {}: {} warm nodes > warm_nodes {}",
+                n.cluster_name,
+                stopped.len() as u32 + stopping,
+                spec.warm_nodes
+            ),
+            serde_json::json!({"stopped": stopped.len(), "warm_nodes": spec.warm_nodes}),
+            Some(n),
+        );
+    }
+    let stopped: Vec<&Node> = stopped.into_iter().skip(extra as usize).collect();
     match spec.idle_timeout_seconds {
         None => st.idle.clear(),
         Some(timeout) => {
@@ -477,10 +535,7 @@ pub fn decide(
                 let n = counted.remove(pos);
                 let before = st.desired;
                 st.desired = st.desired.saturating_sub(1).max(spec.min_nodes);
-                actions.push(Action::Drain {
-                    cluster_name: n.cluster_name.clone(),
-                    force: false,
-                });
+                actions.push(shrink(n, &mut warm_free));
                 ev(
                     DecisionKind::IdleStop,
                     format!(
@@ -520,14 +575,16 @@ pub fn decide(
         counted.sort_by_key(|n| drain_rank(n));
         for n in counted.iter().take((size - st.desired) as usize) {
             let (waiting, running, _) = load(n);
-            actions.push(Action::Drain {
-                cluster_name: n.cluster_name.clone(),
-                force: false,
-            });
+            let action = shrink(n, &mut warm_free);
+            let (kind, verb) = match action {
+                Action::Stop { .. } => (DecisionKind::WarmStop, "stop (warm)"),
+                _ => (DecisionKind::Drain, "drain"),
+            };
+            actions.push(action);
             ev(
-                DecisionKind::Drain,
+                kind,
                 format!(
-                    "drain {}: {size} nodes > desired {} (it is {}, {running} running, {waiting} waiting)",
+                    "{verb} {}: {size} nodes > desired {} (it is {}, {running} running, {waiting} waiting)",
                     n.cluster_name, st.desired, n.status
                 ),
                 serde_json::json!({"size": size, "desired": st.desired, "status": n.status,
@@ -538,7 +595,27 @@ pub fn decide(
     } else if size < st.desired && now >= st.next_launch_at {
         let mut on_demand = counted.iter().filter(|n| !n.use_spot).count() as u32;
         let mut blocked = false;
-        for k in 0..(st.desired - size) {
+        // Warm nodes first: starting a stopped cluster skips provisioning and the install.
+        let mut started = 0;
+        for n in stopped.iter().take((st.desired - size) as usize) {
+            actions.push(Action::Start {
+                cluster_name: n.cluster_name.clone(),
+            });
+            ev(
+                DecisionKind::WarmStart,
+                format!(
+                    "start {} (warm): {} nodes < desired {}",
+                    n.cluster_name,
+                    size + started,
+                    st.desired
+                ),
+                serde_json::json!({"size": size + started, "desired": st.desired,
+                    "stopped_for_seconds": secs(now - n.stopped_at.unwrap_or(now))}),
+                Some(n),
+            );
+            started += 1;
+        }
+        for k in started..(st.desired - size) {
             let want_spot = spec.spot.enabled
                 && st.mode == CapacityMode::Spot
                 && on_demand >= spec.spot.on_demand_base;

@@ -171,6 +171,15 @@ pub fn validate(spec: &PoolSpec, rules: &Rules) -> Result<(), OpError> {
     }
     seconds("spot.window_seconds", s.window_seconds, 1)?;
     seconds("spot.cooldown_seconds", s.cooldown_seconds, 1)?;
+    if spec.warm_nodes > spec.max_nodes {
+        return Err(invalid(
+            "warm_nodes",
+            format!(
+                "warm_nodes {} is above max_nodes {}",
+                spec.warm_nodes, spec.max_nodes
+            ),
+        ));
+    }
     if s.on_demand_base > spec.max_nodes {
         return Err(invalid(
             "spot.on_demand_base",
@@ -393,7 +402,7 @@ fn not_found(name: &str) -> OpError {
 
 /// Whether a node counts toward its pool's size.
 pub fn counts(n: &Node) -> bool {
-    !n.status.is_final() && n.status != NodeStatus::Draining
+    !n.status.is_final() && !matches!(n.status, NodeStatus::Draining | NodeStatus::Stopped)
 }
 
 fn ts(ms: i64) -> jiff::Timestamp {
@@ -414,6 +423,12 @@ pub fn view(pool: &Pool, nodes: &[Node]) -> PoolView {
         size: counted.len() as u32,
         active: n(&|x| x.status == NodeStatus::Active),
         draining: n(&|x| x.status == NodeStatus::Draining),
+        stopped: n(&|x| x.status == NodeStatus::Stopped),
+        stopped_disk_gb: mine
+            .iter()
+            .filter(|x| x.status == NodeStatus::Stopped)
+            .map(|x| x.disk_size)
+            .sum(),
         spot_nodes: counted.iter().filter(|x| x.use_spot).count() as u32,
         on_demand_nodes: counted.iter().filter(|x| !x.use_spot).count() as u32,
         capacity_mode: pool.state.mode,

@@ -69,6 +69,7 @@ fn spec(name: &str) -> PoolSpec {
         scale_up_delay_seconds: 60,
         scale_down_delay_seconds: 120,
         idle_timeout_seconds: None,
+        warm_nodes: 0,
         spot: SpotPolicy {
             enabled: true,
             on_demand_base: 0,
@@ -859,4 +860,99 @@ async fn a_survivor_finishes_a_scale_without_duplicates() {
     if let Some(w) = World::postgres().await {
         survivor_finishes_a_scale(w).await;
     }
+}
+
+#[tokio::test]
+async fn a_warm_pool_stops_instead_of_terminating_and_starts_those_first() {
+    let mut s = Sim::new(World::new().await).await;
+    let mut sp = spec("chat");
+    sp.max_nodes = 3;
+    sp.warm_nodes = 1;
+    super::create(&s.w.db, &Rules::default(), &sp)
+        .await
+        .unwrap();
+    s.run(30).await;
+    s.load = 14.0;
+    s.run(120).await;
+    assert_eq!(s.size().await, 3);
+    // Down to one: one node is stopped (warm), the other terminated.
+    s.load = 0.0;
+    s.run(240).await;
+    assert_eq!(s.size().await, 1);
+    let stopped: Vec<Node> = s
+        .nodes()
+        .await
+        .into_iter()
+        .filter(|n| n.status == NodeStatus::Stopped)
+        .collect();
+    assert_eq!(stopped.len(), 1, "{:#?}", s.reasons("chat").await);
+    assert_eq!(s.w.sky.stops(), [stopped[0].cluster_name.clone()]);
+    assert_eq!(s.w.sky.downs().len(), 1);
+    assert_eq!(
+        s.w.sky.clusters().get(&stopped[0].cluster_name),
+        Some(&ClusterStatus::Stopped)
+    );
+    let v = super::show(&s.w.db, "chat").await.unwrap();
+    assert_eq!((v.size, v.stopped, v.stopped_disk_gb), (1, 1, 256));
+    assert!(s.kinds("chat").await.contains(&DecisionKind::WarmStop));
+
+    // Up again: the stopped node is started (launched anew under its name) before a new one.
+    s.load = 14.0;
+    s.run(120).await;
+    assert_eq!(s.size().await, 3);
+    let warm = s.w.db.get(&stopped[0].cluster_name).await.unwrap().unwrap();
+    assert_eq!(warm.status, NodeStatus::Active, "{warm:#?}");
+    let launches = s.w.sky.launches();
+    assert_eq!(
+        launches.iter().filter(|c| **c == warm.cluster_name).count(),
+        2,
+        "{launches:?}"
+    );
+    assert_eq!(launches.len(), 5, "3, then the warm one again and one new");
+    let reasons = s.reasons("chat").await;
+    assert!(
+        reasons.iter().any(|r| r.starts_with(&format!(
+            "start {} (warm): 1 nodes < desired 3",
+            warm.cluster_name
+        ))),
+        "{reasons:#?}"
+    );
+
+    // Fewer warm nodes asked for: the stopped ones beyond it are terminated.
+    s.load = 0.0;
+    s.run(240).await;
+    assert_eq!(s.w.sky.stops().len(), 2);
+    super::change(
+        &s.w.db,
+        &Rules::default(),
+        "chat",
+        &PoolPatch {
+            warm_nodes: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.run(30).await;
+    assert!(
+        s.nodes()
+            .await
+            .iter()
+            .all(|n| n.status != NodeStatus::Stopped)
+    );
+    let e = super::create(
+        &s.w.db,
+        &Rules::default(),
+        &PoolSpec {
+            name: "other".into(),
+            warm_nodes: 9,
+            ..sp.clone()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(e, OpError::Invalid { ref field, .. } if field == "warm_nodes"),
+        "{e}"
+    );
 }

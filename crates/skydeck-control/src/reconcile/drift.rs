@@ -36,6 +36,10 @@ pub(super) fn drift_change(
                 "the cluster was already gone from SkyPilot".to_string(),
             ))
         }
+        (NodeStatus::Stopped, None) => Some((
+            NodeStatus::Terminated,
+            "the stopped cluster is gone from SkyPilot (taken down outside skydeck)".to_string(),
+        )),
         (NodeStatus::Active | NodeStatus::Initializing, Some(s)) if s != ClusterStatus::Up => {
             Some((
                 NodeStatus::Unhealthy,

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use skydeck_skypilot::api::{
     ClusterRecord, ClusterStatus, CostRecord, CostReportQuery, DOWN_PATH, DownBody, LAUNCH_PATH,
-    LaunchBody, LaunchResult, RequestName, RequestStatus, RequestSummary, StatusQuery,
+    LaunchBody, LaunchResult, RequestName, RequestStatus, RequestSummary, STOP_PATH, StatusQuery,
+    StopBody,
 };
 use skydeck_skypilot::{CLUSTER_DOES_NOT_EXIST, Error, Result, StatusCode, UnreachableKind};
 
@@ -262,6 +263,11 @@ impl FakeSky {
     /// Clusters a launch request was created for, in order (one entry per request).
     pub fn launches(&self) -> Vec<String> {
         self.created(RequestName::Launch)
+    }
+
+    /// Clusters a stop request was created for, in order.
+    pub fn stops(&self) -> Vec<String> {
+        self.created(RequestName::Stop)
     }
 
     /// Clusters a teardown request was created for, in order.
@@ -609,5 +615,39 @@ impl SkyApi for FakeSky {
     fn down_result(&self, request_id: &str) -> impl Future<Output = Result<()>> + Send {
         self.record("down_result");
         ready(self.result_of(request_id, DOWN_PATH))
+    }
+
+    fn submit_stop(&self, body: &StopBody<'_>) -> impl Future<Output = Result<String>> + Send {
+        self.record("submit_stop");
+        let now = self.now_s();
+        let mut st = self.state.lock().unwrap();
+        let i = Self::new_request(&mut st, RequestName::Stop, body.cluster_name, now);
+        // `sky/core.py` `stop`: the cluster is kept, STOPPED; a missing one fails.
+        if let Some(c) = st.clusters.get_mut(body.cluster_name) {
+            *c = ClusterStatus::Stopped;
+            finish(
+                &mut st.requests[i],
+                RequestStatus::Succeeded,
+                Ended::Ok,
+                now,
+            );
+        } else {
+            let cluster = body.cluster_name.to_string();
+            finish(
+                &mut st.requests[i],
+                RequestStatus::Failed,
+                Ended::Failed(
+                    CLUSTER_DOES_NOT_EXIST.into(),
+                    format!("Cluster '{cluster}' does not exist."),
+                ),
+                now,
+            );
+        }
+        ready(Ok(st.requests[i].id.clone()))
+    }
+
+    fn stop_result(&self, request_id: &str) -> impl Future<Output = Result<()>> + Send {
+        self.record("stop_result");
+        ready(self.result_of(request_id, STOP_PATH))
     }
 }

@@ -7,7 +7,7 @@ use std::future::Future;
 
 use skydeck_skypilot::api::{
     ClusterRecord, CostRecord, CostReportQuery, DownBody, LaunchBody, LaunchResult, RequestSummary,
-    StatusQuery,
+    StatusQuery, StopBody,
 };
 use skydeck_skypilot::{Client, Result};
 
@@ -49,6 +49,12 @@ pub trait SkyApi: Clone + Send + Sync + 'static {
 
     /// The outcome of a finished teardown.
     fn down_result(&self, request_id: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Submits `POST /stop` (a pool's warm node); returns the request id at once.
+    fn submit_stop(&self, body: &StopBody<'_>) -> impl Future<Output = Result<String>> + Send;
+
+    /// The outcome of a finished stop.
+    fn stop_result(&self, request_id: &str) -> impl Future<Output = Result<()>> + Send;
 }
 
 impl SkyApi for Client {
@@ -94,5 +100,13 @@ impl SkyApi for Client {
 
     fn down_result(&self, request_id: &str) -> impl Future<Output = Result<()>> + Send {
         Client::down_result(self, request_id)
+    }
+
+    fn submit_stop(&self, body: &StopBody<'_>) -> impl Future<Output = Result<String>> + Send {
+        Client::submit_stop(self, body)
+    }
+
+    fn stop_result(&self, request_id: &str) -> impl Future<Output = Result<()>> + Send {
+        Client::stop_result(self, request_id)
     }
 }

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use skydeck_skypilot::Error as SkyError;
-use skydeck_skypilot::api::{DownBody, LaunchBody, RequestName, RequestStatus};
+use skydeck_skypilot::api::{DownBody, LaunchBody, RequestName, RequestStatus, StopBody};
 
 use super::{ReconcilerConfig, SkyApi, StepError};
 use crate::status::NodeStatus;
@@ -51,6 +51,7 @@ impl<S: SkyApi> Step<S> {
             // Heartbeats and drift are checked in bulk; final nodes are never touched.
             NodeStatus::Active
             | NodeStatus::Unhealthy
+            | NodeStatus::Stopped
             | NodeStatus::Terminated
             | NodeStatus::Failed => Ok(()),
         };
@@ -248,13 +249,20 @@ impl<S: SkyApi> Step<S> {
             self.move_to(node, NodeStatus::Terminated, reason).await?;
             return Ok(());
         }
+        // A pool's warm node is stopped, not taken down; the same claim and request id
+        // columns record either.
+        let ending = if node.stop_on_drain {
+            RequestName::Stop
+        } else {
+            RequestName::Down
+        };
         if let Some(intent) = node.down_intent_at {
             // Claimed but no request id stored: adopt the teardown if SkyPilot has it.
             let requests = self.sky.requests_for_cluster(&node.cluster_name).await?;
             let since = intent as f64 / 1000.0 - DOWN_CLOCK_SLACK_SECS;
             if let Some(r) = requests
                 .iter()
-                .find(|r| r.name == RequestName::Down && r.created_at.unwrap_or(0.0) >= since)
+                .find(|r| r.name == ending && r.created_at.unwrap_or(0.0) >= since)
             {
                 self.db.down_submitted(&node.id, &r.request_id).await?;
                 return Ok(());
@@ -276,13 +284,21 @@ impl<S: SkyApi> Step<S> {
         if !self.db.claim_down(&node.id).await? {
             return Ok(());
         }
-        let request_id = self
-            .sky
-            .submit_down(&DownBody {
-                cluster_name: &node.cluster_name,
-                purge: false,
-            })
-            .await;
+        let request_id = if node.stop_on_drain {
+            self.sky
+                .submit_stop(&StopBody {
+                    cluster_name: &node.cluster_name,
+                    purge: false,
+                })
+                .await
+        } else {
+            self.sky
+                .submit_down(&DownBody {
+                    cluster_name: &node.cluster_name,
+                    purge: false,
+                })
+                .await
+        };
         match request_id {
             Ok(id) => {
                 self.db.down_submitted(&node.id, &id).await?;
@@ -308,7 +324,22 @@ impl<S: SkyApi> Step<S> {
         if !req.is_finished() {
             return self.later(node, self.cfg.poll_interval).await;
         }
-        match self.sky.down_result(request_id).await {
+        let result = if node.stop_on_drain {
+            self.sky.stop_result(request_id).await
+        } else {
+            self.sky.down_result(request_id).await
+        };
+        match result {
+            Ok(()) if node.stop_on_drain => {
+                self.move_to(
+                    node,
+                    NodeStatus::Stopped,
+                    "stopped (a warm node of its pool)",
+                )
+                .await?;
+                tracing::info!(cluster = %node.cluster_name, "node stopped");
+                Ok(())
+            }
             Ok(()) => {
                 self.move_to(node, NodeStatus::Terminated, "terminated")
                     .await?;

@@ -63,8 +63,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         // Pools: the spec and the controller's state as JSON (`skydeck_contract::PoolSpec`,
         // `crate::pools::PoolState`), a version every change bumps (changes are conditional
-        // on it), the decision log, and the pool each node belongs to.
+        // on it), the decision log, the pool each node belongs to, and whether a drain ends
+        // in SkyPilot's stop (a warm node) rather than its down.
         "ALTER TABLE nodes ADD COLUMN pool TEXT;
+    ALTER TABLE nodes ADD COLUMN stop_on_drain BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE nodes ADD COLUMN stopped_at BIGINT;
     CREATE INDEX nodes_by_pool ON nodes (pool, status);
     CREATE TABLE pools (
         name TEXT PRIMARY KEY,

@@ -12,12 +12,44 @@ use crate::status::{NodeStatus, timestamp_column};
 /// statement per connection).
 macro_rules! row_columns {
     () => {
+        concat!(
+            row_columns_before_price!(),
+            "hourly_price",
+            row_columns_after_price!()
+        )
+    };
+}
+
+/// [`row_columns!`] up to the price, which SQLite's JSON functions would print with 15
+/// significant digits only ([`json_row_columns!`] prints it in full).
+macro_rules! row_columns_before_price {
+    () => {
         "id, cluster_name, provider, region, gpu_type, gpu_count, model_name, \
          use_spot, disk_size, engine_args, status, status_reason, created_at, updated_at, \
          launch_intent_at, launch_request_id, launching_at, initializing_at, active_at, \
          unhealthy_at, draining_at, terminated_at, failed_at, drain_force, down_intent_at, \
-         down_request_id, hourly_price, last_heartbeat_at, attempts, next_attempt_at, engine, \
-         image, pool"
+         down_request_id, "
+    };
+}
+
+/// [`row_columns!`] after the price.
+macro_rules! row_columns_after_price {
+    () => {
+        ", last_heartbeat_at, attempts, next_attempt_at, engine, image, pool, stop_on_drain, \
+         stopped_at"
+    };
+}
+
+/// The names of [`row_columns!`] as the outer query of a SQLite JSON page reads them: the
+/// price as text with 17 significant digits (a double's full precision; `json_array` would
+/// round it to 15), read back by [`price`].
+macro_rules! json_row_columns {
+    () => {
+        concat!(
+            row_columns_before_price!(),
+            "CASE WHEN hourly_price IS NULL THEN NULL ELSE printf('%!.17g', hourly_price) END",
+            row_columns_after_price!()
+        )
     };
 }
 
@@ -39,7 +71,7 @@ macro_rules! list_columns {
 /// absent report).
 macro_rules! list_column_names {
     () => {
-        concat!(row_columns!(), ", NULL")
+        concat!(json_row_columns!(), ", NULL")
     };
 }
 
@@ -112,6 +144,10 @@ pub struct Node {
     pub image: Option<String>,
     /// The pool the node belongs to.
     pub pool: Option<String>,
+    /// The drain ends in SkyPilot's stop (a pool's warm node), not its down.
+    pub stop_on_drain: bool,
+    /// Entered `stopped` (the last time).
+    pub stopped_at: Option<i64>,
     /// The agent's latest heartbeat report (read by single-node reads only).
     pub heartbeat: Option<Heartbeat>,
 }
@@ -148,6 +184,7 @@ struct RawNode {
     drain_force: i64,
     down_intent_at: Option<i64>,
     down_request_id: Option<String>,
+    #[serde(deserialize_with = "price")]
     hourly_price: Option<f64>,
     last_heartbeat_at: Option<i64>,
     attempts: i64,
@@ -155,7 +192,24 @@ struct RawNode {
     engine: String,
     image: Option<String>,
     pool: Option<String>,
+    stop_on_drain: i64,
+    stopped_at: Option<i64>,
     heartbeat: Option<String>,
+}
+
+/// A price as a JSON page holds it: the text [`json_row_columns!`] printed (or a number).
+fn price<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<f64>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Price {
+        Number(f64),
+        Text(String),
+    }
+    match <Option<Price> as serde::Deserialize>::deserialize(d)? {
+        None => Ok(None),
+        Some(Price::Number(n)) => Ok(Some(n)),
+        Some(Price::Text(t)) => t.parse().map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 impl RawNode {
@@ -204,6 +258,8 @@ impl RawNode {
             next_attempt_at: self.next_attempt_at,
             image: self.image,
             pool: self.pool,
+            stop_on_drain: self.stop_on_drain != 0,
+            stopped_at: self.stopped_at,
         })
     }
 }
@@ -252,7 +308,9 @@ where
         engine: r.try_get(30)?,
         image: r.try_get(31)?,
         pool: r.try_get(32)?,
-        heartbeat: r.try_get(33)?,
+        stop_on_drain: r.try_get(33)?,
+        stopped_at: r.try_get(34)?,
+        heartbeat: r.try_get(35)?,
     }
     .into_node()
 }
@@ -591,8 +649,8 @@ impl Store {
             super::Db::Sqlite { read, .. } => {
                 const PAGE: &str = concat!(
                     "SELECT json_group_array(json_array(",
-                    columns!(),
-                    ") ORDER BY created_at, id) FROM (",
+                    json_row_columns!(),
+                    ", heartbeat) ORDER BY created_at, id) FROM (",
                     pool_nodes_sql!(),
                     ")"
                 );
@@ -786,16 +844,57 @@ impl Store {
         let n = self
             .update(
                 "request a termination",
-                "UPDATE nodes SET status = 'draining', draining_at = $1, updated_at = $1, \
-                 drain_force = $2, status_reason = $3, attempts = 0, next_attempt_at = 0 \
+                // A stopped node has no agent to drain: its teardown is immediate.
+                "UPDATE nodes SET draining_at = $1, updated_at = $1, \
+                 drain_force = CASE WHEN status = 'stopped' THEN 1 ELSE $2 END, \
+                 status = 'draining', stop_on_drain = 0, \
+                 status_reason = $3, attempts = 0, next_attempt_at = 0 \
                  WHERE id = $4 AND status IN \
-                 ('requested', 'launching', 'initializing', 'active', 'unhealthy')",
+                 ('requested', 'launching', 'initializing', 'active', 'unhealthy', 'stopped')",
                 &[
                     Bind::Int(self.now_ms()),
                     Bind::Int(force as i64),
                     Bind::Text(reason),
                     Bind::Text(id),
                 ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Asks for a running node to be stopped (a pool's warm node): it drains like a
+    /// termination, and then SkyPilot stops its cluster instead of taking it down. Returns
+    /// whether it moved.
+    pub async fn request_stop(&self, id: &str) -> Result<bool> {
+        let n = self
+            .update(
+                "request a stop",
+                "UPDATE nodes SET status = 'draining', draining_at = $1, updated_at = $1, \
+                 drain_force = 0, stop_on_drain = 1, status_reason = 'stop requested (warm pool)', \
+                 attempts = 0, next_attempt_at = 0 \
+                 WHERE id = $2 AND status IN ('initializing', 'active', 'unhealthy')",
+                &[Bind::Int(self.now_ms()), Bind::Text(id)],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Starts a stopped node again: back to `requested` with its launch and teardown records
+    /// cleared, so the reconciler launches the same cluster name anew (SkyPilot starts a
+    /// stopped cluster on launch and runs the task again, with its disk as it was). Returns
+    /// whether it moved.
+    pub async fn restart(&self, id: &str) -> Result<bool> {
+        let n = self
+            .update(
+                "restart a stopped node",
+                "UPDATE nodes SET status = 'requested', status_reason = 'warm start', \
+                 updated_at = $1, launch_intent_at = NULL, launch_request_id = NULL, \
+                 launching_at = NULL, initializing_at = NULL, active_at = NULL, \
+                 unhealthy_at = NULL, draining_at = NULL, down_intent_at = NULL, \
+                 down_request_id = NULL, drain_force = 0, stop_on_drain = 0, \
+                 last_heartbeat_at = NULL, heartbeat = NULL, attempts = 0, next_attempt_at = 0 \
+                 WHERE id = $2 AND status = 'stopped'",
+                &[Bind::Int(self.now_ms()), Bind::Text(id)],
             )
             .await?;
         Ok(n == 1)

@@ -178,6 +178,11 @@ async fn node_in(s: &Store, name: &str, status: NodeStatus) -> Node {
                     t(Active, Unhealthy).await;
                 }
                 Draining => assert!(s.request_terminate(&id, false).await.unwrap()),
+                Stopped => {
+                    t(Launching, Active).await;
+                    assert!(s.request_stop(&id).await.unwrap());
+                    t(Draining, Stopped).await;
+                }
                 Terminated => {
                     t(Launching, Active).await;
                     t(Active, Terminated).await;
@@ -210,6 +215,7 @@ fn stamped(n: &Node, s: NodeStatus) -> Option<i64> {
         Active => n.active_at,
         Unhealthy => n.unhealthy_at,
         Draining => n.draining_at,
+        Stopped => n.stopped_at,
         Terminated => n.terminated_at,
         Failed => n.failed_at,
     }
@@ -461,7 +467,8 @@ each_db!(request_terminate_from_every_state, |db| {
             if moved {
                 assert_eq!(after.status, NodeStatus::Draining);
                 assert_eq!(after.draining_at, Some(db.clock.now_ms()));
-                assert_eq!(after.drain_force, force);
+                // A stopped node has no agent to wait for: its teardown is immediate.
+                assert_eq!(after.drain_force, force || from == NodeStatus::Stopped);
                 let reason = if force {
                     "terminate requested (force)"
                 } else {
