@@ -187,6 +187,13 @@ impl Sim {
         }
     }
 
+    /// Applies `patch` to the pool `chat`, as `PATCH /admin/pools/chat` does.
+    async fn patch(&self, patch: PoolPatch) {
+        super::change(&self.w.db, &Rules::default(), "chat", &patch)
+            .await
+            .unwrap();
+    }
+
     async fn pool(&self, name: &str) -> super::Pool {
         super::get(&self.w.db, name).await.unwrap()
     }
@@ -460,17 +467,11 @@ async fn silent_and_idle_nodes_are_replaced_and_stopped() {
         .unwrap();
     s.run(30).await;
     // Two nodes by bounds.
-    super::change(
-        &s.w.db,
-        &Rules::default(),
-        "chat",
-        &PoolPatch {
-            min_nodes: Some(2),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    s.patch(PoolPatch {
+        min_nodes: Some(2),
+        ..Default::default()
+    })
+    .await;
     s.run(30).await;
     assert_eq!(s.size().await, 2);
     // The first node's agent goes silent: unhealthy after 90 s, replaced 60 s later.
@@ -491,17 +492,11 @@ async fn silent_and_idle_nodes_are_replaced_and_stopped() {
             .any(|r| r.starts_with(&format!("replace {first}: unhealthy for")))
     );
     // Idle timeout: with min back at 1, one idle node goes after 300 s without requests.
-    super::change(
-        &s.w.db,
-        &Rules::default(),
-        "chat",
-        &PoolPatch {
-            min_nodes: Some(1),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    s.patch(PoolPatch {
+        min_nodes: Some(1),
+        ..Default::default()
+    })
+    .await;
     s.run(330).await;
     assert_eq!(s.size().await, 1);
     assert!(s.kinds("chat").await.contains(&DecisionKind::IdleStop));
@@ -922,17 +917,11 @@ async fn a_warm_pool_stops_instead_of_terminating_and_starts_those_first() {
     s.load = 0.0;
     s.run(240).await;
     assert_eq!(s.w.sky.stops().len(), 2);
-    super::change(
-        &s.w.db,
-        &Rules::default(),
-        "chat",
-        &PoolPatch {
-            warm_nodes: Some(0),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    s.patch(PoolPatch {
+        warm_nodes: Some(0),
+        ..Default::default()
+    })
+    .await;
     s.run(30).await;
     assert!(
         s.nodes()

@@ -374,6 +374,19 @@ fn finish(r: &mut Request, status: RequestStatus, result: Ended, now: f64) {
     r.finished_at = Some(now);
 }
 
+/// Ends `r` as SkyPilot ends an operation on a cluster its table does not hold.
+fn no_such_cluster(r: &mut Request, cluster: &str, now: f64) {
+    finish(
+        r,
+        RequestStatus::Failed,
+        Ended::Failed(
+            CLUSTER_DOES_NOT_EXIST.into(),
+            format!("Cluster '{cluster}' does not exist."),
+        ),
+        now,
+    );
+}
+
 fn apply_launch(st: &mut State, i: usize, cluster: &str, outcome: LaunchOutcome, now: f64) {
     match outcome {
         LaunchOutcome::Succeed => {
@@ -426,15 +439,7 @@ fn apply_down(st: &mut State, i: usize, cluster: &str, outcome: DownOutcome, now
                 );
             } else {
                 // `sky/core.py` `down` of a cluster its table does not hold.
-                finish(
-                    &mut st.requests[i],
-                    RequestStatus::Failed,
-                    Ended::Failed(
-                        CLUSTER_DOES_NOT_EXIST.into(),
-                        format!("Cluster '{cluster}' does not exist."),
-                    ),
-                    now,
-                );
+                no_such_cluster(&mut st.requests[i], cluster, now);
             }
         }
         DownOutcome::Fail {
@@ -632,16 +637,7 @@ impl SkyApi for FakeSky {
                 now,
             );
         } else {
-            let cluster = body.cluster_name.to_string();
-            finish(
-                &mut st.requests[i],
-                RequestStatus::Failed,
-                Ended::Failed(
-                    CLUSTER_DOES_NOT_EXIST.into(),
-                    format!("Cluster '{cluster}' does not exist."),
-                ),
-                now,
-            );
+            no_such_cluster(&mut st.requests[i], body.cluster_name, now);
         }
         ready(Ok(st.requests[i].id.clone()))
     }
